@@ -1,0 +1,40 @@
+//! Raw CPython calls that PyO3 does not wrap: entering a `contextvars.Context` around a call, and
+//! copying the current context. Each `unsafe` block states why it holds.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+/// `contextvars.copy_context()` without the Python-level call.
+#[inline]
+pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: the GIL is held (we have `py`); PyContext_CopyCurrent returns a new reference or NULL
+    // with an exception set, which `from_owned_ptr_or_err` turns into an Err.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()).map(Bound::unbind) }
+}
+
+/// `context.run(callback, *args)`: enter `context`, call, always exit.
+///
+/// Calling PyContext_Enter/Exit directly skips building a bound `run` method and an argument
+/// tuple for every callback, which is most of the cost of running a handle.
+#[inline]
+pub fn run_in_context<'py>(
+    py: Python<'py>,
+    context: &Bound<'py, PyAny>,
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the GIL is held; `context` is a live object. PyContext_Enter type-checks it and
+    // returns -1 with TypeError/RuntimeError set when it is not an enterable Context.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = callback.call1(args);
+    // SAFETY: we entered exactly this context above on this thread, so exiting it is valid; it
+    // cannot fail in that case, and if it did the error would be set and surfaced below.
+    let exited = unsafe { ffi::PyContext_Exit(context.as_ptr()) };
+    if exited < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    result
+}

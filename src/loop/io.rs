@@ -1,0 +1,195 @@
+//! The fd table behind `add_reader`/`add_writer`, on top of mio's registry.
+//!
+//! asyncio's reader and writer callbacks are level-triggered: a reader that leaves data unread is
+//! called again on the next iteration. mio registers edge-triggered, so every fd whose event was
+//! dispatched is re-armed (`reregister`, an `EPOLL_CTL_MOD`), which makes the kernel report it
+//! again if it is still ready. An fd closed behind our back disappears from epoll by itself; the
+//! table tolerates that (ENOENT on re-arm, EEXIST on register) the way a re-used fd number needs.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use pyo3::prelude::*;
+
+use super::handle::Handle;
+
+#[derive(Default)]
+pub(crate) struct Entry {
+    pub reader: Option<Py<Handle>>,
+    pub writer: Option<Py<Handle>>,
+}
+
+impl Entry {
+    fn interest(&self) -> Option<Interest> {
+        match (self.reader.is_some(), self.writer.is_some()) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        }
+    }
+}
+
+pub(crate) fn token(fd: RawFd) -> Token {
+    // Tokens are fd + 1 so that token 0 stays free for the waker.
+    Token(fd as usize + 1)
+}
+
+pub(crate) fn fd_of(token: Token) -> RawFd {
+    (token.0 - 1) as RawFd
+}
+
+#[derive(Default)]
+pub(crate) struct IoTable {
+    fds: HashMap<RawFd, Entry>,
+}
+
+fn register(registry: &Registry, fd: RawFd, interest: Interest, known: bool) -> io::Result<()> {
+    let mut src = SourceFd(&fd);
+    let first = if known {
+        registry.reregister(&mut src, token(fd), interest)
+    } else {
+        registry.register(&mut src, token(fd), interest)
+    };
+    match first {
+        Err(e) if known && e.raw_os_error() == Some(libc::ENOENT) => registry.register(&mut src, token(fd), interest),
+        Err(e) if !known && e.raw_os_error() == Some(libc::EEXIST) => {
+            registry.reregister(&mut src, token(fd), interest)
+        }
+        other => other,
+    }
+}
+
+fn deregister(registry: &Registry, fd: RawFd) {
+    // The fd may already be closed, which removed it from epoll; nothing else can fail here.
+    let _ = registry.deregister(&mut SourceFd(&fd));
+}
+
+impl IoTable {
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Installs `handle` as the reader (or writer) of `fd`, returning the one it replaces.
+    pub fn add(
+        &mut self,
+        registry: &Registry,
+        fd: RawFd,
+        handle: Py<Handle>,
+        write: bool,
+    ) -> io::Result<Option<Py<Handle>>> {
+        let known = self.fds.contains_key(&fd);
+        let mut entry = self.fds.remove(&fd).unwrap_or_default();
+        let old = if write {
+            entry.writer.replace(handle)
+        } else {
+            entry.reader.replace(handle)
+        };
+        let interest = entry.interest().expect("an entry with a handle has an interest");
+        match register(registry, fd, interest, known) {
+            Ok(()) => {
+                self.fds.insert(fd, entry);
+                Ok(old)
+            }
+            Err(e) => {
+                // Undo: keep whatever was registered before.
+                if write {
+                    entry.writer = old;
+                } else {
+                    entry.reader = old;
+                }
+                if entry.interest().is_some() {
+                    self.fds.insert(fd, entry);
+                } else {
+                    deregister(registry, fd);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the reader (or writer) of `fd`, returning it.
+    pub fn remove(&mut self, registry: &Registry, fd: RawFd, write: bool) -> Option<Py<Handle>> {
+        let entry = self.fds.get_mut(&fd)?;
+        let old = if write { entry.writer.take() } else { entry.reader.take() }?;
+        match entry.interest() {
+            Some(interest) => {
+                let _ = register(registry, fd, interest, true);
+            }
+            None => {
+                self.fds.remove(&fd);
+                deregister(registry, fd);
+            }
+        }
+        Some(old)
+    }
+
+    pub fn get(&self, fd: RawFd) -> Option<&Entry> {
+        self.fds.get(&fd)
+    }
+
+    /// Turns one readiness event into ready handles, and re-arms the fd (see the module docs).
+    /// Cancelled handles are unregistered, as the stdlib does, and handed to `dropped`.
+    pub fn dispatch(
+        &mut self,
+        py: Python<'_>,
+        registry: &Registry,
+        fd: RawFd,
+        readable: bool,
+        writable: bool,
+        ready: &mut std::collections::VecDeque<Py<Handle>>,
+        dropped: &mut Vec<Py<Handle>>,
+    ) {
+        let Some(entry) = self.fds.get_mut(&fd) else {
+            return;
+        };
+        for (fired, slot) in [(readable, &mut entry.reader), (writable, &mut entry.writer)] {
+            if !fired {
+                continue;
+            }
+            if let Some(h) = slot {
+                if h.borrow(py).cancelled {
+                    dropped.extend(slot.take());
+                } else {
+                    ready.push_back(h.clone_ref(py));
+                }
+            }
+        }
+        match entry.interest() {
+            Some(interest) => {
+                let _ = register(registry, fd, interest, true);
+            }
+            None => {
+                self.fds.remove(&fd);
+                deregister(registry, fd);
+            }
+        }
+    }
+
+    /// Unregisters everything (on close), handing the handles back.
+    pub fn drain(&mut self, registry: &Registry) -> Vec<Py<Handle>> {
+        let mut out = Vec::new();
+        for (fd, entry) in self.fds.drain() {
+            deregister(registry, fd);
+            out.extend(entry.reader);
+            out.extend(entry.writer);
+        }
+        out
+    }
+
+    /// Registers every fd again in a fresh poller (after `fork()`).
+    pub fn register_all(&self, registry: &Registry) {
+        for (fd, entry) in &self.fds {
+            if let Some(interest) = entry.interest() {
+                let _ = register(registry, *fd, interest, false);
+            }
+        }
+    }
+
+    pub fn handles(&self) -> impl Iterator<Item = &Py<Handle>> {
+        self.fds.values().flat_map(|e| e.reader.iter().chain(e.writer.iter()))
+    }
+}

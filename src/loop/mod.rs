@@ -1,0 +1,470 @@
+//! `LoopCore`: the native half of `ferroloop.Loop`.
+//!
+//! It owns the ready queue, the timer heap, the fd table and the mio poller, and implements the
+//! hot methods (`call_soon`, `call_at`, `time`, one loop turn). The Python subclass
+//! (`ferroloop._loop.Loop`) adds the rest of `AbstractEventLoop` around it and provides the
+//! cold-path hooks this module calls: `_handle_callback_error`, `_log_slow_callback`,
+//! `_debug_new_handle`.
+//!
+//! Locking: all mutable state sits behind `state`, which is only ever taken briefly and never
+//! across a call into Python, and never while a Python object is dropped (a finalizer may call
+//! back into the loop); handles to release are collected and dropped after the lock is gone.
+//! `poller` is held only by the thread running the loop, around the poll itself, and the GIL is
+//! released only while that poll may block.
+
+mod handle;
+mod io;
+mod run;
+mod timers;
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mio::{Events, Poll, Registry, Token, Waker};
+use pyo3::exceptions::PyTypeError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::{intern, PyTraverseError};
+
+pub use handle::{Handle, TimerHandle};
+
+use crate::errors;
+use crate::sys;
+
+pub(crate) const WAKER_TOKEN: Token = Token(0);
+
+pub(crate) struct State {
+    pub ready: VecDeque<Py<Handle>>,
+    pub timers: timers::TimerHeap,
+    pub io: io::IoTable,
+    pub registry: Registry,
+    pub waker: Arc<Waker>,
+    /// Set while the loop thread may block in poll, so `call_soon_threadsafe` knows to wake it.
+    pub sleeping: bool,
+}
+
+pub(crate) struct Poller {
+    pub poll: Poll,
+    pub events: Events,
+}
+
+#[pyclass(subclass, frozen, weakref, module = "ferroloop._core", name = "LoopCore")]
+pub struct LoopCore {
+    state: Mutex<State>,
+    poller: Mutex<Poller>,
+    /// The queue being run this turn; swapped with `state.ready` so a turn takes the lock once.
+    batch: Mutex<VecDeque<Py<Handle>>>,
+    closed: AtomicBool,
+    stopping: AtomicBool,
+    debug: AtomicBool,
+    cancelled_timers: Arc<AtomicUsize>,
+    clock_resolution: f64,
+    /// The process that created the poller; a child after `fork()` builds its own.
+    pid: AtomicU32,
+}
+
+fn new_poller() -> std::io::Result<(Poller, Registry, Arc<Waker>)> {
+    let poll = Poll::new()?;
+    let registry = poll.registry().try_clone()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+    Ok((
+        Poller {
+            poll,
+            events: Events::with_capacity(1024),
+        },
+        registry,
+        waker,
+    ))
+}
+
+impl LoopCore {
+    #[inline]
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held cannot leave the queues half-updated in a way that
+        // matters more than refusing to run; recover the guard rather than poisoning the loop.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(errors::loop_closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline]
+    fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// After `fork()` the child shares the parent's epoll instance; using it would change the
+    /// parent's interest list. The child gets a fresh poller with the same registrations.
+    fn ensure_own_poller(&self) -> PyResult<()> {
+        let pid = sys::getpid();
+        if self.pid.load(Ordering::Relaxed) == pid {
+            return Ok(());
+        }
+        let Ok(mut poller) = self.poller.try_lock() else {
+            return Err(errors::runtime(
+                "the event loop was running in another thread when the process forked; it cannot be used in the child",
+            ));
+        };
+        let (fresh, registry, waker) = new_poller().map_err(errors::os_error)?;
+        let mut st = self.state();
+        st.io.register_all(&registry);
+        st.registry = registry;
+        st.waker = waker;
+        *poller = fresh;
+        self.pid.store(pid, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Handle> {
+        Handle::new(slf.py(), callback.unbind(), args.unbind(), context.map(Bound::unbind))
+    }
+
+    /// Debug-mode checks and source traceback, done by the Python side (a cold path).
+    #[cold]
+    fn debug_hook(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        slf.call_method1(intern!(slf.py(), "_debug_new_handle"), (handle, method))?;
+        Ok(())
+    }
+
+    fn schedule_timer(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let handle = Self::new_handle(slf, callback, args, context)?;
+        let (timer, base) = TimerHandle::new_pair(handle, when, core.cancelled_timers.clone());
+        let timer = Py::new(py, PyClassInitializer::from(base).add_subclass(timer))?;
+        if core.is_debug() {
+            Self::debug_hook(slf, timer.bind(py).as_any(), method)?;
+        }
+        core.state().timers.push(py, when, timer.clone_ref(py));
+        Ok(timer)
+    }
+
+    fn fd_handle(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        write: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        core.ensure_own_poller()?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        if core.is_debug() {
+            Self::debug_hook(slf, handle.bind(py).as_any(), if write { "add_writer" } else { "add_reader" })?;
+        }
+        let old = {
+            let mut st = core.state();
+            let st = &mut *st;
+            st.io.add(&st.registry, fd, handle.clone_ref(py), write)
+        };
+        match old {
+            Ok(Some(old)) => Handle::cancel_py(old.bind(py))?,
+            Ok(None) => {}
+            Err(e) => return Err(errors::os_error(e)),
+        }
+        Ok(handle)
+    }
+
+    fn fd_remove(slf: &Bound<'_, Self>, fd: RawFd, write: bool) -> PyResult<bool> {
+        let py = slf.py();
+        let core = slf.get();
+        if core.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        core.ensure_own_poller()?;
+        let old = {
+            let mut st = core.state();
+            let st = &mut *st;
+            st.io.remove(&st.registry, fd, write)
+        };
+        match old {
+            Some(old) => {
+                Handle::cancel_py(old.bind(py))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let (poller, registry, waker) = new_poller().map_err(errors::os_error)?;
+        Ok(LoopCore {
+            state: Mutex::new(State {
+                ready: VecDeque::with_capacity(1024),
+                timers: timers::TimerHeap::default(),
+                io: io::IoTable::default(),
+                registry,
+                waker,
+                sleeping: false,
+            }),
+            poller: Mutex::new(poller),
+            batch: Mutex::new(VecDeque::with_capacity(1024)),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            cancelled_timers: Arc::new(AtomicUsize::new(0)),
+            clock_resolution: sys::monotonic_resolution(),
+            pid: AtomicU32::new(sys::getpid()),
+        })
+    }
+
+    fn time(&self) -> f64 {
+        sys::monotonic()
+    }
+
+    #[getter]
+    fn _clock_resolution(&self) -> f64 {
+        self.clock_resolution
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        if core.is_debug() {
+            Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon")?;
+        }
+        core.state().ready.push_back(handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        if core.is_debug() {
+            Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon_threadsafe")?;
+        }
+        let waker = {
+            let mut st = core.state();
+            st.ready.push_back(handle.clone_ref(py));
+            st.sleeping.then(|| st.waker.clone())
+        };
+        if let Some(waker) = waker {
+            // A failed wake only means the eventfd counter is saturated: the loop is awake anyway.
+            let _ = waker.wake();
+        }
+        Ok(handle)
+    }
+
+    /// Wakes a loop blocked in poll (from any thread, or a signal handler's Python code).
+    fn _write_to_self(&self) {
+        let waker = self.state().waker.clone();
+        let _ = waker.wake();
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Option<f64>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let Some(delay) = delay else {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        };
+        Self::schedule_timer(slf, sys::monotonic() + delay, callback, args, context, "call_later")
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: Option<f64>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let Some(when) = when else {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        };
+        Self::schedule_timer(slf, when, callback, args, context, "call_at")
+    }
+
+    /// Kept for code written against `BaseEventLoop`: our `TimerHandle.cancel` counts itself.
+    fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::fd_handle(slf, fd, callback, args, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::fd_handle(slf, fd, callback, args, true)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
+        Self::fd_remove(slf, fd, false)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
+        Self::fd_remove(slf, fd, true)
+    }
+
+    /// `(reader, writer)` handles registered for `fd`, for `_ensure_fd_no_transport`-style checks.
+    fn _fd_handles(&self, py: Python<'_>, fd: RawFd) -> (Option<Py<Handle>>, Option<Py<Handle>>) {
+        let st = self.state();
+        match st.io.get(fd) {
+            Some(e) => (
+                e.reader.as_ref().map(|h| h.clone_ref(py)),
+                e.writer.as_ref().map(|h| h.clone_ref(py)),
+            ),
+            None => (None, None),
+        }
+    }
+
+    /// Queues an existing handle (signal handlers reuse theirs for every delivery).
+    fn _add_callback(&self, py: Python<'_>, handle: Py<Handle>) -> PyResult<()> {
+        self.check_closed()?;
+        if !handle.borrow(py).cancelled {
+            self.state().ready.push_back(handle);
+        }
+        Ok(())
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    fn _set_debug_flag(&self, enabled: bool) {
+        self.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Runs turns until `stop()`; the Python side does the setup and teardown around it.
+    fn _run_forever_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let core = slf.get();
+        loop {
+            if let Err(e) = run::run_once(slf) {
+                core.stopping.store(false, Ordering::Relaxed);
+                return Err(e);
+            }
+            if core.stopping.swap(false, Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run::run_once(slf)
+    }
+
+    /// Marks the loop closed and releases everything queued or registered.
+    fn _close_core(slf: &Bound<'_, Self>) {
+        let core = slf.get();
+        core.closed.store(true, Ordering::Relaxed);
+        let (ready, timers, fds) = {
+            let mut st = core.state();
+            let st = &mut *st;
+            let ready = std::mem::take(&mut st.ready);
+            let timers = st.timers.drain();
+            let fds = st.io.drain(&st.registry);
+            (ready, timers, fds)
+        };
+        core.cancelled_timers.store(0, Ordering::Relaxed);
+        drop((ready, timers, fds));
+    }
+
+    /// How many callbacks wait in the ready queue, and how many timers in the heap.
+    fn _queue_sizes(&self) -> (usize, usize) {
+        let st = self.state();
+        (st.ready.len(), st.timers.len())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(st) = self.state.try_lock() {
+            for h in st.ready.iter() {
+                visit.call(h)?;
+            }
+            for h in st.timers.iter() {
+                visit.call(h)?;
+            }
+            for h in st.io.handles() {
+                visit.call(h)?;
+            }
+        }
+        if let Ok(batch) = self.batch.try_lock() {
+            for h in batch.iter() {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let dropped = {
+            let Ok(mut st) = self.state.try_lock() else {
+                return;
+            };
+            let st = &mut *st;
+            (std::mem::take(&mut st.ready), st.timers.drain(), st.io.drain(&st.registry))
+        };
+        drop(dropped);
+    }
+}
