@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    sys::install_fork_hook().map_err(errors::os_error)?;
     m.add_class::<r#loop::LoopCore>()?;
     m.add_class::<r#loop::Handle>()?;
     m.add_class::<r#loop::TimerHandle>()?;

@@ -28,6 +28,10 @@ from asyncio.log import logger
 
 from ._core import Handle, LoopCore
 
+if not getattr(sys, "_is_gil_enabled", lambda: True)():
+    # The native core serializes its state with the GIL (see src/ffi/gil_cell.rs).
+    raise ImportError("ferroloop needs an interpreter with the GIL enabled")
+
 __all__ = ["Loop"]
 
 _PY312 = sys.version_info >= (3, 12)

@@ -1,5 +1,10 @@
 //! Raw CPython calls that PyO3 does not wrap: entering a `contextvars.Context` around a call, and
-//! copying the current context. Each `unsafe` block states why it holds.
+//! copying the current context, and the GIL-guarded cell the loop keeps its state in. Each
+//! `unsafe` block states why it holds.
+
+mod gil_cell;
+
+pub use gil_cell::{GilCell, GilRefMut};
 
 use pyo3::ffi;
 use pyo3::prelude::*;

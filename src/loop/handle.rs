@@ -6,7 +6,7 @@
 //! `TimerHandle` counts its own cancellation into the loop's counter so the heap can be compacted
 //! when cancelled timers dominate it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::gc::PyVisit;
@@ -15,17 +15,29 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError};
 
-use crate::ffi;
+use crate::ffi::{self, GilCell};
 
-#[pyclass(subclass, weakref, module = "ferroloop._core", name = "Handle")]
-pub struct Handle {
-    pub(crate) callback: Option<Py<PyAny>>,
-    pub(crate) args: Option<Py<PyTuple>>,
-    pub(crate) context: Option<Py<PyAny>>,
-    pub(crate) cancelled: bool,
+#[derive(Default)]
+struct Fields {
+    callback: Option<Py<PyAny>>,
+    args: Option<Py<PyTuple>>,
+    context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
     /// The repr captured at cancel time in debug mode, when the callback is already gone.
     repr: Option<String>,
+}
+
+#[pyclass(frozen, subclass, weakref, module = "ferroloop._core", name = "Handle")]
+pub struct Handle {
+    cancelled: AtomicBool,
+    fields: GilCell<Fields>,
+}
+
+/// What running a handle needs, taken out of the handle so the callback may re-enter it.
+pub(crate) struct Parts {
+    pub callback: Py<PyAny>,
+    pub args: Py<PyTuple>,
+    pub context: Py<PyAny>,
 }
 
 impl Handle {
@@ -40,23 +52,34 @@ impl Handle {
             None => ffi::copy_context(py)?,
         };
         Ok(Handle {
-            callback: Some(callback),
-            args: Some(args),
-            context: Some(context),
-            cancelled: false,
-            source_traceback: None,
-            repr: None,
+            cancelled: AtomicBool::new(false),
+            fields: GilCell::new(Fields {
+                callback: Some(callback),
+                args: Some(args),
+                context: Some(context),
+                source_traceback: None,
+                repr: None,
+            }),
         })
     }
 
-    /// What `_run` needs, taken out of the borrow so the callback can re-enter this handle.
     #[inline]
-    pub(crate) fn parts(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>, Py<PyAny>)> {
-        if self.cancelled {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn parts(&self, py: Python<'_>) -> Option<Parts> {
+        if self.is_cancelled() {
             return None;
         }
-        match (&self.callback, &self.args, &self.context) {
-            (Some(cb), Some(args), Some(ctx)) => Some((cb.clone_ref(py), args.clone_ref(py), ctx.clone_ref(py))),
+        let f = self.fields.borrow_mut(py);
+        match (&f.callback, &f.args, &f.context) {
+            (Some(cb), Some(args), Some(ctx)) => Some(Parts {
+                callback: cb.clone_ref(py),
+                args: args.clone_ref(py),
+                context: ctx.clone_ref(py),
+            }),
             _ => None,
         }
     }
@@ -66,40 +89,59 @@ impl Handle {
         Self::cancel(slf)
     }
 
-    fn cancel_inner(&mut self, py: Python<'_>, debug_repr: Option<String>) -> (Option<Py<PyAny>>, Option<Py<PyTuple>>) {
-        self.cancelled = true;
-        if debug_repr.is_some() {
-            self.repr = debug_repr;
+    /// Marks the handle cancelled and releases its callback (outside the borrow: the callback's
+    /// finalizer may run Python code).
+    fn cancel_inner(&self, py: Python<'_>, debug_repr: Option<String>) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        let dropped = {
+            let mut f = self.fields.borrow_mut(py);
+            if debug_repr.is_some() {
+                f.repr = debug_repr;
+            }
+            (f.callback.take(), f.args.take())
+        };
+        drop(dropped);
+    }
+
+    /// In debug mode the stdlib keeps the repr from before cancel dropped the callback.
+    fn debug_repr(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
+        let has_tb = slf.get().fields.borrow_mut(slf.py()).source_traceback.is_some();
+        if has_tb {
+            Ok(Some(slf.repr()?.to_string()))
+        } else {
+            Ok(None)
         }
-        let _ = py;
-        (self.callback.take(), self.args.take())
     }
-}
 
-fn format_callback<'py>(py: Python<'py>, callback: &Py<PyAny>, args: &Py<PyTuple>) -> PyResult<String> {
-    static FORMAT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let f = FORMAT.import(py, "asyncio.format_helpers", "_format_callback_source")?;
-    f.call1((callback, args))?.extract()
-}
-
-/// `<Handle ...>` in the stdlib's format: class, cancelled flag, callback source, creation site.
-fn repr_info(py: Python<'_>, name: &str, handle: &Handle, extra: Option<String>) -> PyResult<String> {
-    if let Some(r) = &handle.repr {
-        return Ok(r.clone());
-    }
-    let mut parts = vec![name.to_string()];
-    if handle.cancelled {
-        parts.push("cancelled".to_string());
-    }
-    if let Some(extra) = extra {
-        parts.push(extra);
-    }
-    if let (Some(cb), Some(args)) = (&handle.callback, &handle.args) {
-        parts.push(format_callback(py, cb, args)?);
-    }
-    if let Some(tb) = &handle.source_traceback {
-        let tb = tb.bind(py);
-        if let Ok(n) = tb.len() {
+    /// `<Name [cancelled] [extra] callback(args) at file:line [created at file:line]>`, the
+    /// stdlib's format.
+    fn repr_info(&self, py: Python<'_>, name: &str, extra: Option<String>) -> PyResult<String> {
+        let (repr, callback, args, tb) = {
+            let f = self.fields.borrow_mut(py);
+            let clone = |o: &Option<Py<PyAny>>| o.as_ref().map(|o| o.clone_ref(py));
+            (
+                f.repr.clone(),
+                clone(&f.callback),
+                f.args.as_ref().map(|a| a.clone_ref(py)),
+                clone(&f.source_traceback),
+            )
+        };
+        if let Some(r) = repr {
+            return Ok(r);
+        }
+        let mut parts = vec![name.to_string()];
+        if self.is_cancelled() {
+            parts.push("cancelled".to_string());
+        }
+        parts.extend(extra);
+        if let (Some(cb), Some(args)) = (callback, args) {
+            static FORMAT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            let format = FORMAT.import(py, "asyncio.format_helpers", "_format_callback_source")?;
+            parts.push(format.call1((cb, args))?.extract()?);
+        }
+        if let Some(tb) = tb {
+            let tb = tb.bind(py);
+            let n = tb.len()?;
             if n > 0 {
                 let frame = tb.get_item(n - 1)?;
                 let file: String = frame.getattr(intern!(py, "filename"))?.extract()?;
@@ -107,8 +149,13 @@ fn repr_info(py: Python<'_>, name: &str, handle: &Handle, extra: Option<String>)
                 parts.push(format!("created at {file}:{line}"));
             }
         }
+        Ok(format!("<{}>", parts.join(" ")))
     }
-    Ok(format!("<{}>", parts.join(" ")))
+
+    fn field(&self, py: Python<'_>, pick: impl Fn(&Fields) -> Option<&Py<PyAny>>) -> Option<Py<PyAny>> {
+        let f = self.fields.borrow_mut(py);
+        pick(&f).map(|o| o.clone_ref(py))
+    }
 }
 
 #[pymethods]
@@ -124,51 +171,48 @@ impl Handle {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let _ = r#loop;
-        let args = match args {
-            Some(a) => a,
-            None => PyTuple::empty(py).unbind(),
-        };
+        let args = args.unwrap_or_else(|| PyTuple::empty(py).unbind());
         Handle::new(py, callback, args, context)
     }
 
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let debug_repr = debug_repr(slf)?;
-        // Drop the callback outside the borrow: its finalizer may run Python code.
-        let dropped = slf.borrow_mut().cancel_inner(py, debug_repr);
-        drop(dropped);
+        if slf.get().is_cancelled() {
+            return Ok(());
+        }
+        let debug_repr = Self::debug_repr(slf)?;
+        slf.get().cancel_inner(slf.py(), debug_repr);
         Ok(())
     }
 
     fn cancelled(&self) -> bool {
-        self.cancelled
+        self.is_cancelled()
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.context.as_ref().map(|c| c.clone_ref(py))
+        self.field(py, |f| f.context.as_ref())
     }
 
     /// Runs the callback in its context, as the loop does (errors go to the caller).
     fn _run(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some((cb, args, ctx)) = self.parts(py) {
-            ffi::run_in_context(py, ctx.bind(py), cb.bind(py), args.bind(py))?;
+        if let Some(p) = self.parts(py) {
+            ffi::run_in_context(py, p.context.bind(py), p.callback.bind(py), p.args.bind(py))?;
         }
         Ok(())
     }
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.callback.as_ref().map(|c| c.clone_ref(py))
+        self.field(py, |f| f.callback.as_ref())
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.args.as_ref().map(|c| c.clone_ref(py))
+        self.fields.borrow_mut(py).args.as_ref().map(|a| a.clone_ref(py))
     }
 
     #[getter]
     fn _cancelled(&self) -> bool {
-        self.cancelled
+        self.is_cancelled()
     }
 
     #[getter]
@@ -178,80 +222,72 @@ impl Handle {
 
     #[getter(_source_traceback)]
     fn get_source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.source_traceback.as_ref().map(|c| c.clone_ref(py))
+        self.field(py, |f| f.source_traceback.as_ref())
     }
 
     #[setter(_source_traceback)]
-    fn set_source_traceback(&mut self, value: Option<Py<PyAny>>) {
-        self.source_traceback = value;
+    fn set_source_traceback(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.fields.borrow_mut(py).source_traceback, value);
+        drop(old);
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?.to_string();
-        repr_info(slf.py(), &name, &slf.borrow(), None)
+        slf.get().repr_info(slf.py(), &name, None)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.callback)?;
-        visit.call(&self.args)?;
-        visit.call(&self.context)?;
-        visit.call(&self.source_traceback)?;
+        if let Some(f) = self.fields.try_borrow_in_gc() {
+            visit.call(&f.callback)?;
+            visit.call(&f.args)?;
+            visit.call(&f.context)?;
+            visit.call(&f.source_traceback)?;
+        }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.callback = None;
-        self.args = None;
-        self.context = None;
-        self.source_traceback = None;
+    fn __clear__(&self) {
+        // Runs under the GIL (the collector holds it); the fields are moved out, then released.
+        let taken = self.fields.try_borrow_in_gc().map(|mut f| std::mem::take(&mut *f));
+        drop(taken);
     }
 }
 
-/// In debug mode the stdlib keeps the handle's repr from before cancel dropped the callback.
-fn debug_repr(slf: &Bound<'_, Handle>) -> PyResult<Option<String>> {
-    let has_tb = slf.borrow().source_traceback.is_some();
-    if has_tb {
-        Ok(Some(slf.repr()?.to_string()))
-    } else {
-        Ok(None)
-    }
-}
-
-#[pyclass(extends = Handle, module = "ferroloop._core", name = "TimerHandle")]
+#[pyclass(frozen, extends = Handle, module = "ferroloop._core", name = "TimerHandle")]
 pub struct TimerHandle {
     pub(crate) when: f64,
     /// True while the handle sits in its loop's timer heap.
-    pub(crate) scheduled: bool,
+    scheduled: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
 }
 
 impl TimerHandle {
-    pub(crate) fn new_pair(handle: Handle, when: f64, cancelled_timers: Arc<AtomicUsize>) -> (TimerHandle, Handle) {
-        (
-            TimerHandle {
-                when,
-                scheduled: false,
-                cancelled_timers,
-            },
-            handle,
-        )
+    pub(crate) fn new(when: f64, cancelled_timers: Arc<AtomicUsize>) -> Self {
+        TimerHandle {
+            when,
+            scheduled: AtomicBool::new(false),
+            cancelled_timers,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_scheduled(&self, value: bool) {
+        self.scheduled.store(value, Ordering::Relaxed);
     }
 }
 
 #[pymethods]
 impl TimerHandle {
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
         let base = slf.as_super();
-        if base.borrow().cancelled {
+        if base.get().is_cancelled() {
             return Ok(());
         }
-        if slf.borrow().scheduled {
-            slf.borrow().cancelled_timers.fetch_add(1, Ordering::Relaxed);
+        if slf.get().scheduled.load(Ordering::Relaxed) {
+            slf.get().cancelled_timers.fetch_add(1, Ordering::Relaxed);
         }
-        let debug_repr = debug_repr(base)?;
-        let dropped = base.borrow_mut().cancel_inner(py, debug_repr);
-        drop(dropped);
+        let debug_repr = Handle::debug_repr(base)?;
+        base.get().cancel_inner(slf.py(), debug_repr);
         Ok(())
     }
 
@@ -266,12 +302,14 @@ impl TimerHandle {
 
     #[getter]
     fn _scheduled(&self) -> bool {
-        self.scheduled
+        self.scheduled.load(Ordering::Relaxed)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        let when = slf.borrow().when;
-        let base = slf.as_super().borrow();
-        repr_info(slf.py(), "TimerHandle", &base, Some(format!("when={when}")))
+        let when = slf.get().when;
+        let name = slf.get_type().name()?.to_string();
+        slf.as_super()
+            .get()
+            .repr_info(slf.py(), &name, Some(format!("when={when}")))
     }
 }

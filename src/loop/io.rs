@@ -114,7 +114,11 @@ impl IoTable {
     /// Removes the reader (or writer) of `fd`, returning it.
     pub fn remove(&mut self, registry: &Registry, fd: RawFd, write: bool) -> Option<Py<Handle>> {
         let entry = self.fds.get_mut(&fd)?;
-        let old = if write { entry.writer.take() } else { entry.reader.take() }?;
+        let old = if write {
+            entry.writer.take()
+        } else {
+            entry.reader.take()
+        }?;
         match entry.interest() {
             Some(interest) => {
                 let _ = register(registry, fd, interest, true);
@@ -138,8 +142,7 @@ impl IoTable {
         py: Python<'_>,
         registry: &Registry,
         fd: RawFd,
-        readable: bool,
-        writable: bool,
+        (readable, writable): (bool, bool),
         ready: &mut std::collections::VecDeque<Py<Handle>>,
         dropped: &mut Vec<Py<Handle>>,
     ) {
@@ -151,7 +154,7 @@ impl IoTable {
                 continue;
             }
             if let Some(h) = slot {
-                if h.borrow(py).cancelled {
+                if h.get().is_cancelled() {
                     dropped.extend(slot.take());
                 } else {
                     ready.push_back(h.clone_ref(py));

@@ -19,8 +19,8 @@ mod timers;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mio::{Events, Poll, Registry, Token, Waker};
 use pyo3::exceptions::PyTypeError;
@@ -32,6 +32,7 @@ use pyo3::{intern, PyTraverseError};
 pub use handle::{Handle, TimerHandle};
 
 use crate::errors;
+use crate::ffi::{GilCell, GilRefMut};
 use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
@@ -53,17 +54,18 @@ pub(crate) struct Poller {
 
 #[pyclass(subclass, frozen, weakref, module = "ferroloop._core", name = "LoopCore")]
 pub struct LoopCore {
-    state: Mutex<State>,
+    state: GilCell<State>,
+    /// Held by the thread running the loop, around the poll; the only state used without the GIL.
     poller: Mutex<Poller>,
-    /// The queue being run this turn; swapped with `state.ready` so a turn takes the lock once.
-    batch: Mutex<VecDeque<Py<Handle>>>,
+    /// The queue being run this turn, swapped with `state.ready` at the start of the turn.
+    batch: GilCell<VecDeque<Py<Handle>>>,
     closed: AtomicBool,
     stopping: AtomicBool,
     debug: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
     clock_resolution: f64,
-    /// The process that created the poller; a child after `fork()` builds its own.
-    pid: AtomicU32,
+    /// The fork generation the poller belongs to; a child after `fork()` builds its own.
+    fork_generation: AtomicU64,
 }
 
 fn new_poller() -> std::io::Result<(Poller, Registry, Arc<Waker>)> {
@@ -82,10 +84,8 @@ fn new_poller() -> std::io::Result<(Poller, Registry, Arc<Waker>)> {
 
 impl LoopCore {
     #[inline]
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while the lock was held cannot leave the queues half-updated in a way that
-        // matters more than refusing to run; recover the guard rather than poisoning the loop.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn state<'a>(&'a self, py: Python<'_>) -> GilRefMut<'a, State> {
+        self.state.borrow_mut(py)
     }
 
     #[inline]
@@ -104,23 +104,29 @@ impl LoopCore {
 
     /// After `fork()` the child shares the parent's epoll instance; using it would change the
     /// parent's interest list. The child gets a fresh poller with the same registrations.
-    fn ensure_own_poller(&self) -> PyResult<()> {
-        let pid = sys::getpid();
-        if self.pid.load(Ordering::Relaxed) == pid {
+    #[inline]
+    fn ensure_own_poller(&self, py: Python<'_>) -> PyResult<()> {
+        let generation = sys::fork_generation();
+        if self.fork_generation.load(Ordering::Relaxed) == generation {
             return Ok(());
         }
+        self.rebuild_poller(py, generation)
+    }
+
+    #[cold]
+    fn rebuild_poller(&self, py: Python<'_>, generation: u64) -> PyResult<()> {
         let Ok(mut poller) = self.poller.try_lock() else {
             return Err(errors::runtime(
                 "the event loop was running in another thread when the process forked; it cannot be used in the child",
             ));
         };
         let (fresh, registry, waker) = new_poller().map_err(errors::os_error)?;
-        let mut st = self.state();
+        let mut st = self.state(py);
         st.io.register_all(&registry);
         st.registry = registry;
         st.waker = waker;
         *poller = fresh;
-        self.pid.store(pid, Ordering::Relaxed);
+        self.fork_generation.store(generation, Ordering::Relaxed);
         Ok(())
     }
 
@@ -152,12 +158,12 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         let handle = Self::new_handle(slf, callback, args, context)?;
-        let (timer, base) = TimerHandle::new_pair(handle, when, core.cancelled_timers.clone());
-        let timer = Py::new(py, PyClassInitializer::from(base).add_subclass(timer))?;
+        let timer = TimerHandle::new(when, core.cancelled_timers.clone());
+        let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
         if core.is_debug() {
             Self::debug_hook(slf, timer.bind(py).as_any(), method)?;
         }
-        core.state().timers.push(py, when, timer.clone_ref(py));
+        core.state(py).timers.push(when, timer.clone_ref(py));
         Ok(timer)
     }
 
@@ -171,13 +177,17 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        core.ensure_own_poller()?;
+        core.ensure_own_poller(py)?;
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
         if core.is_debug() {
-            Self::debug_hook(slf, handle.bind(py).as_any(), if write { "add_writer" } else { "add_reader" })?;
+            Self::debug_hook(
+                slf,
+                handle.bind(py).as_any(),
+                if write { "add_writer" } else { "add_reader" },
+            )?;
         }
         let old = {
-            let mut st = core.state();
+            let mut st = core.state(py);
             let st = &mut *st;
             st.io.add(&st.registry, fd, handle.clone_ref(py), write)
         };
@@ -195,9 +205,9 @@ impl LoopCore {
         if core.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        core.ensure_own_poller()?;
+        core.ensure_own_poller(py)?;
         let old = {
-            let mut st = core.state();
+            let mut st = core.state(py);
             let st = &mut *st;
             st.io.remove(&st.registry, fd, write)
         };
@@ -218,7 +228,7 @@ impl LoopCore {
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let (poller, registry, waker) = new_poller().map_err(errors::os_error)?;
         Ok(LoopCore {
-            state: Mutex::new(State {
+            state: GilCell::new(State {
                 ready: VecDeque::with_capacity(1024),
                 timers: timers::TimerHeap::default(),
                 io: io::IoTable::default(),
@@ -227,13 +237,13 @@ impl LoopCore {
                 sleeping: false,
             }),
             poller: Mutex::new(poller),
-            batch: Mutex::new(VecDeque::with_capacity(1024)),
+            batch: GilCell::new(VecDeque::with_capacity(1024)),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             clock_resolution: sys::monotonic_resolution(),
-            pid: AtomicU32::new(sys::getpid()),
+            fork_generation: AtomicU64::new(sys::fork_generation()),
         })
     }
 
@@ -260,7 +270,7 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon")?;
         }
-        core.state().ready.push_back(handle.clone_ref(py));
+        core.state(py).ready.push_back(handle.clone_ref(py));
         Ok(handle)
     }
 
@@ -279,7 +289,7 @@ impl LoopCore {
             Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon_threadsafe")?;
         }
         let waker = {
-            let mut st = core.state();
+            let mut st = core.state(py);
             st.ready.push_back(handle.clone_ref(py));
             st.sleeping.then(|| st.waker.clone())
         };
@@ -291,8 +301,8 @@ impl LoopCore {
     }
 
     /// Wakes a loop blocked in poll (from any thread, or a signal handler's Python code).
-    fn _write_to_self(&self) {
-        let waker = self.state().waker.clone();
+    fn _write_to_self(&self, py: Python<'_>) {
+        let waker = self.state(py).waker.clone();
         let _ = waker.wake();
     }
 
@@ -357,7 +367,7 @@ impl LoopCore {
 
     /// `(reader, writer)` handles registered for `fd`, for `_ensure_fd_no_transport`-style checks.
     fn _fd_handles(&self, py: Python<'_>, fd: RawFd) -> (Option<Py<Handle>>, Option<Py<Handle>>) {
-        let st = self.state();
+        let st = self.state(py);
         match st.io.get(fd) {
             Some(e) => (
                 e.reader.as_ref().map(|h| h.clone_ref(py)),
@@ -370,8 +380,8 @@ impl LoopCore {
     /// Queues an existing handle (signal handlers reuse theirs for every delivery).
     fn _add_callback(&self, py: Python<'_>, handle: Py<Handle>) -> PyResult<()> {
         self.check_closed()?;
-        if !handle.borrow(py).cancelled {
-            self.state().ready.push_back(handle);
+        if !handle.get().is_cancelled() {
+            self.state(py).ready.push_back(handle);
         }
         Ok(())
     }
@@ -405,7 +415,8 @@ impl LoopCore {
                 core.stopping.store(false, Ordering::Relaxed);
                 return Err(e);
             }
-            if core.stopping.swap(false, Ordering::Relaxed) {
+            if core.stopping.load(Ordering::Relaxed) {
+                core.stopping.store(false, Ordering::Relaxed);
                 return Ok(());
             }
         }
@@ -417,10 +428,11 @@ impl LoopCore {
 
     /// Marks the loop closed and releases everything queued or registered.
     fn _close_core(slf: &Bound<'_, Self>) {
+        let py = slf.py();
         let core = slf.get();
         core.closed.store(true, Ordering::Relaxed);
         let (ready, timers, fds) = {
-            let mut st = core.state();
+            let mut st = core.state(py);
             let st = &mut *st;
             let ready = std::mem::take(&mut st.ready);
             let timers = st.timers.drain();
@@ -432,13 +444,13 @@ impl LoopCore {
     }
 
     /// How many callbacks wait in the ready queue, and how many timers in the heap.
-    fn _queue_sizes(&self) -> (usize, usize) {
-        let st = self.state();
+    fn _queue_sizes(&self, py: Python<'_>) -> (usize, usize) {
+        let st = self.state(py);
         (st.ready.len(), st.timers.len())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(st) = self.state.try_lock() {
+        if let Some(st) = self.state.try_borrow_in_gc() {
             for h in st.ready.iter() {
                 visit.call(h)?;
             }
@@ -449,7 +461,7 @@ impl LoopCore {
                 visit.call(h)?;
             }
         }
-        if let Ok(batch) = self.batch.try_lock() {
+        if let Some(batch) = self.batch.try_borrow_in_gc() {
             for h in batch.iter() {
                 visit.call(h)?;
             }
@@ -459,11 +471,15 @@ impl LoopCore {
 
     fn __clear__(&self) {
         let dropped = {
-            let Ok(mut st) = self.state.try_lock() else {
+            let Some(mut st) = self.state.try_borrow_in_gc() else {
                 return;
             };
             let st = &mut *st;
-            (std::mem::take(&mut st.ready), st.timers.drain(), st.io.drain(&st.registry))
+            (
+                std::mem::take(&mut st.ready),
+                st.timers.drain(),
+                st.io.drain(&st.registry),
+            )
         };
         drop(dropped);
     }

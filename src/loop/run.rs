@@ -17,46 +17,58 @@ use super::handle::{Handle, TimerHandle};
 use super::{LoopCore, WAKER_TOKEN};
 use crate::{errors, ffi, sys};
 
+/// Poll timeouts are capped; a loop with nothing to do wakes up once a day and sleeps again.
+const MAX_TIMEOUT: f64 = 86_400.0;
+
 pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let py = slf.py();
     let core = slf.get();
-    core.ensure_own_poller()?;
+    core.ensure_own_poller(py)?;
 
     let mut released: Vec<Py<TimerHandle>> = Vec::new();
-    let (timeout, must_poll) = {
-        let mut st = core.state();
-        let mut cancelled = core.cancelled_timers.load(Ordering::Relaxed);
-        st.timers.purge_cancelled(py, &mut cancelled, &mut released);
-        core.cancelled_timers.store(cancelled, Ordering::Relaxed);
-        let timeout = if !st.ready.is_empty() || core.stopping.load(Ordering::Relaxed) {
-            Some(Duration::ZERO)
+    let poll_timeout = {
+        let mut st = core.state(py);
+        if st.timers.len() > 0 {
+            let mut cancelled = core.cancelled_timers.load(Ordering::Relaxed);
+            if cancelled > 0 {
+                st.timers.purge_cancelled(py, &mut cancelled, &mut released);
+                core.cancelled_timers.store(cancelled, Ordering::Relaxed);
+            }
+        }
+        if !st.ready.is_empty() || core.stopping.load(Ordering::Relaxed) {
+            // Only poll when some fd could report something.
+            (st.io.len() > 0).then_some(Some(Duration::ZERO))
         } else {
-            st.timers
-                .next_when()
-                .map(|when| Duration::from_secs_f64((when - sys::monotonic()).clamp(0.0, 86_400.0 * 365.0)))
-        };
-        let blocking = timeout != Some(Duration::ZERO);
-        st.sleeping = blocking;
-        (timeout, blocking || st.io.len() > 0)
+            st.sleeping = true;
+            Some(
+                st.timers
+                    .next_when()
+                    .map(|when| Duration::from_secs_f64((when - sys::monotonic()).clamp(0.0, MAX_TIMEOUT))),
+            )
+        }
     };
     drop(released);
 
-    if must_poll {
+    if let Some(timeout) = poll_timeout {
         poll(slf, timeout)?;
     }
 
-    // Timers due by now (within the clock's resolution) become ready, in deadline order.
+    // Timers due by now (within the clock's resolution) become ready in deadline order, then the
+    // whole ready queue becomes this turn's batch.
     {
-        let end = sys::monotonic() + core.clock_resolution;
-        let mut st = core.state();
+        let mut st = core.state(py);
         let st = &mut *st;
-        while let Some(timer) = st.timers.pop_due(py, end) {
-            let base: Py<Handle> = timer.into_bound(py).into_super().unbind();
-            st.ready.push_back(base);
+        if st.timers.len() > 0 {
+            let end = sys::monotonic() + core.clock_resolution;
+            while let Some(timer) = st.timers.pop_due(end) {
+                let base: Py<Handle> = timer.into_bound(py).into_super().unbind();
+                st.ready.push_back(base);
+            }
         }
+        std::mem::swap(&mut *core.batch.borrow_mut(py), &mut st.ready);
     }
 
-    run_ready(slf)
+    run_batch(slf)
 }
 
 fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
@@ -73,10 +85,10 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
     };
     let mut dropped = Vec::new();
     {
-        let mut st = core.state();
+        let mut st = core.state(py);
+        let st = &mut *st;
         st.sleeping = false;
         if result.is_ok() {
-            let st = &mut *st;
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
                     continue;
@@ -87,8 +99,7 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
                     py,
                     &st.registry,
                     super::io::fd_of(event.token()),
-                    readable,
-                    writable,
+                    (readable, writable),
                     &mut st.ready,
                     &mut dropped,
                 );
@@ -106,40 +117,39 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
     }
 }
 
-fn run_ready(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
     let core = slf.get();
-    let Ok(mut batch) = core.batch.try_lock() else {
-        return Err(errors::runtime("This event loop is already running"));
-    };
-    std::mem::swap(&mut *batch, &mut core.state().ready);
     let debug = core.is_debug();
-    while let Some(handle) = batch.pop_front() {
+    loop {
+        // Borrowed only to pop: callbacks run with no borrow of loop state held.
+        let Some(handle) = core.batch.borrow_mut(py).pop_front() else {
+            return Ok(());
+        };
         let outcome = if debug {
             run_handle_debug(slf, &handle)
         } else {
             run_handle(slf, &handle)
         };
         if let Err(e) = outcome {
-            // KeyboardInterrupt/SystemExit: leave the rest for the next run, in order.
-            let rest = std::mem::take(&mut *batch);
-            drop(batch);
-            let mut st = core.state();
+            // KeyboardInterrupt/SystemExit: the rest of the batch runs first on the next run.
+            let rest = std::mem::take(&mut *core.batch.borrow_mut(py));
+            let mut st = core.state(py);
             for h in rest.into_iter().rev() {
                 st.ready.push_front(h);
             }
             return Err(e);
         }
     }
-    Ok(())
 }
 
 #[inline]
 fn run_handle(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>) -> PyResult<()> {
     let py = slf.py();
-    let Some((callback, args, context)) = handle.borrow(py).parts(py) else {
+    let Some(p) = handle.get().parts(py) else {
         return Ok(());
     };
-    match ffi::run_in_context(py, context.bind(py), callback.bind(py), args.bind(py)) {
+    match ffi::run_in_context(py, p.context.bind(py), p.callback.bind(py), p.args.bind(py)) {
         Ok(_) => Ok(()),
         Err(err) => callback_failed(slf, handle, err),
     }

@@ -44,12 +44,12 @@ pub(crate) struct TimerHeap {
 }
 
 fn is_cancelled(py: Python<'_>, handle: &Py<TimerHandle>) -> bool {
-    handle.bind(py).as_super().borrow().cancelled
+    handle.bind(py).as_super().get().is_cancelled()
 }
 
 impl TimerHeap {
-    pub fn push(&mut self, py: Python<'_>, when: f64, handle: Py<TimerHandle>) {
-        handle.bind(py).borrow_mut().scheduled = true;
+    pub fn push(&mut self, when: f64, handle: Py<TimerHandle>) {
+        handle.get().set_scheduled(true);
         self.seq += 1;
         self.heap.push(Entry {
             when,
@@ -66,8 +66,8 @@ impl TimerHeap {
         self.heap.peek().map(|e| e.when)
     }
 
-    fn unschedule(py: Python<'_>, entry: &Entry) {
-        entry.handle.bind(py).borrow_mut().scheduled = false;
+    fn unschedule(entry: &Entry) {
+        entry.handle.get().set_scheduled(false);
     }
 
     /// Drops cancelled timers from the heap; `cancelled` is the loop's count of cancelled
@@ -79,7 +79,7 @@ impl TimerHeap {
             let mut kept = Vec::with_capacity(len - *cancelled);
             for entry in std::mem::take(&mut self.heap).into_vec() {
                 if is_cancelled(py, &entry.handle) {
-                    Self::unschedule(py, &entry);
+                    Self::unschedule(&entry);
                     out.push(entry.handle);
                 } else {
                     kept.push(entry);
@@ -93,7 +93,7 @@ impl TimerHeap {
                     break;
                 }
                 let entry = self.heap.pop().expect("peeked");
-                Self::unschedule(py, &entry);
+                Self::unschedule(&entry);
                 *cancelled = cancelled.saturating_sub(1);
                 out.push(entry.handle);
             }
@@ -101,17 +101,21 @@ impl TimerHeap {
     }
 
     /// Pops the next timer due before `end`, cancelled or not.
-    pub fn pop_due(&mut self, py: Python<'_>, end: f64) -> Option<Py<TimerHandle>> {
+    pub fn pop_due(&mut self, end: f64) -> Option<Py<TimerHandle>> {
         if self.heap.peek()?.when >= end {
             return None;
         }
         let entry = self.heap.pop()?;
-        Self::unschedule(py, &entry);
+        Self::unschedule(&entry);
         Some(entry.handle)
     }
 
     pub fn drain(&mut self) -> Vec<Py<TimerHandle>> {
-        std::mem::take(&mut self.heap).into_vec().into_iter().map(|e| e.handle).collect()
+        std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .map(|e| e.handle)
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Py<TimerHandle>> {

@@ -3,6 +3,8 @@
 //! Everything here is Linux/POSIX for now; a macOS port adds its differences behind `cfg` in this
 //! module, never in the loop itself.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 #[allow(unused_macros)]
 macro_rules! syscall {
     ($fn:ident ( $($arg:expr),* $(,)? )) => {{
@@ -23,7 +25,7 @@ pub fn monotonic() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
+    let ns = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
     if ns % 1_000_000_000 == 0 {
         (ns / 1_000_000_000) as f64
     } else {
@@ -40,8 +42,29 @@ pub fn monotonic_resolution() -> f64 {
     }
 }
 
-/// The id of the calling process; used to notice that a loop is being used after `fork()`.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts the `fork()`s this process descends from, so a loop notices it is in a child without a
+/// `getpid()` system call on every turn. `pthread_atfork` sees every fork, not only `os.fork()`.
+pub fn install_fork_hook() -> std::io::Result<()> {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    INSTALLED.call_once(|| {
+        // SAFETY: the child handler is an `extern "C"` fn that only does an atomic add, which is
+        // async-signal-safe as the post-fork child requires; no prepare/parent handlers.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        if rc != 0 {
+            result = Err(std::io::Error::from_raw_os_error(rc));
+        }
+    });
+    result
+}
+
 #[inline]
-pub fn getpid() -> u32 {
-    std::process::id()
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
 }
