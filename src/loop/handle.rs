@@ -30,6 +30,9 @@ struct Fields {
 #[pyclass(frozen, subclass, weakref, module = "ferroloop._core", name = "Handle")]
 pub struct Handle {
     cancelled: AtomicBool,
+    /// Made by `call_soon`/`call_later` & co.: runs once, then lets go of what it holds. Handles
+    /// of fd callbacks and signal handlers run again and again and keep theirs.
+    one_shot: bool,
     fields: GilCell<Fields>,
 }
 
@@ -53,6 +56,7 @@ impl Handle {
         };
         Ok(Handle {
             cancelled: AtomicBool::new(false),
+            one_shot: false,
             fields: GilCell::new(Fields {
                 callback: Some(callback),
                 args: Some(args),
@@ -61,6 +65,35 @@ impl Handle {
                 repr: None,
             }),
         })
+    }
+
+    /// A handle that runs once (see `one_shot`).
+    pub(crate) fn new_one_shot(
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let mut handle = Self::new(py, callback, args, context)?;
+        handle.one_shot = true;
+        Ok(handle)
+    }
+
+    #[inline]
+    pub(crate) fn is_one_shot(&self) -> bool {
+        self.one_shot
+    }
+
+    /// After a one-shot handle has run: drop the callback, arguments and context. Nothing can
+    /// run it again, and holding nothing it cannot be part of a reference cycle, so the loop
+    /// never has to hand it back to the garbage collector.
+    #[inline]
+    pub(crate) fn finish(&self, py: Python<'_>) {
+        let taken = {
+            let mut f = self.fields.borrow_mut(py);
+            (f.callback.take(), f.args.take(), f.context.take())
+        };
+        drop(taken);
     }
 
     #[inline]

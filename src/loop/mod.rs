@@ -32,7 +32,7 @@ use pyo3::{intern, PyTraverseError};
 pub use handle::{Handle, TimerHandle};
 
 use crate::errors;
-use crate::ffi::{GilCell, GilRefMut};
+use crate::ffi::{self, GilCell, GilRefMut};
 use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
@@ -135,8 +135,29 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
+        one_shot: bool,
     ) -> PyResult<Handle> {
-        Handle::new(slf.py(), callback.unbind(), args.unbind(), context.map(Bound::unbind))
+        let (py, callback, args, context) = (slf.py(), callback.unbind(), args.unbind(), context.map(Bound::unbind));
+        if one_shot {
+            Handle::new_one_shot(py, callback, args, context)
+        } else {
+            Handle::new(py, callback, args, context)
+        }
+    }
+
+    /// A new handle owned by the loop, hidden from the collector until released (see
+    /// `ffi::gc_untrack`).
+    #[inline]
+    fn new_owned_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        one_shot: bool,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context, one_shot)?)?;
+        ffi::gc_untrack(handle.bind(slf.py()).as_any());
+        Ok(handle)
     }
 
     /// Debug-mode checks and source traceback, done by the Python side (a cold path).
@@ -157,9 +178,10 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Self::new_handle(slf, callback, args, context)?;
+        let handle = Self::new_handle(slf, callback, args, context, true)?;
         let timer = TimerHandle::new(when, core.cancelled_timers.clone());
         let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
+        ffi::gc_untrack(timer.bind(py).as_any());
         if core.is_debug() {
             Self::debug_hook(slf, timer.bind(py).as_any(), method)?;
         }
@@ -178,7 +200,7 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         core.ensure_own_poller(py)?;
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        let handle = Self::new_owned_handle(slf, callback, args, None, false)?;
         if core.is_debug() {
             Self::debug_hook(
                 slf,
@@ -192,7 +214,10 @@ impl LoopCore {
             st.io.add(&st.registry, fd, handle.clone_ref(py), write)
         };
         match old {
-            Ok(Some(old)) => Handle::cancel_py(old.bind(py))?,
+            Ok(Some(old)) => {
+                Handle::cancel_py(old.bind(py))?;
+                ffi::release(py, old);
+            }
             Ok(None) => {}
             Err(e) => return Err(errors::os_error(e)),
         }
@@ -214,11 +239,17 @@ impl LoopCore {
         match old {
             Some(old) => {
                 Handle::cancel_py(old.bind(py))?;
+                ffi::release(py, old);
                 Ok(true)
             }
             None => Ok(false),
         }
     }
+}
+
+fn release_all(py: Python<'_>, ready: VecDeque<Py<Handle>>, timers: Vec<Py<TimerHandle>>, fds: Vec<Py<Handle>>) {
+    ready.into_iter().chain(fds).for_each(|h| ffi::release(py, h));
+    timers.into_iter().for_each(|h| ffi::release(py, h));
 }
 
 #[pymethods]
@@ -266,7 +297,7 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_owned_handle(slf, callback, args, context, true)?;
         if core.is_debug() {
             Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon")?;
         }
@@ -284,7 +315,7 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_owned_handle(slf, callback, args, context, true)?;
         if core.is_debug() {
             Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon_threadsafe")?;
         }
@@ -440,7 +471,7 @@ impl LoopCore {
             (ready, timers, fds)
         };
         core.cancelled_timers.store(0, Ordering::Relaxed);
-        drop((ready, timers, fds));
+        release_all(py, ready, timers, fds);
     }
 
     /// How many callbacks wait in the ready queue, and how many timers in the heap.
@@ -470,17 +501,17 @@ impl LoopCore {
     }
 
     fn __clear__(&self) {
-        let dropped = {
-            let Some(mut st) = self.state.try_borrow_in_gc() else {
-                return;
-            };
+        let Some((ready, timers, fds)) = self.state.try_borrow_in_gc().map(|mut st| {
             let st = &mut *st;
             (
                 std::mem::take(&mut st.ready),
                 st.timers.drain(),
                 st.io.drain(&st.registry),
             )
+        }) else {
+            return;
         };
-        drop(dropped);
+        // The collector calls this with the GIL held.
+        Python::attach(|py| release_all(py, ready, timers, fds));
     }
 }

@@ -47,7 +47,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             )
         }
     };
-    drop(released);
+    released.into_iter().for_each(|h| ffi::release(py, h));
 
     if let Some(timeout) = poll_timeout {
         poll(slf, timeout)?;
@@ -107,7 +107,7 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
         }
     }
     drop(poller);
-    drop(dropped);
+    dropped.into_iter().for_each(|h| ffi::release(py, h));
     match result {
         Ok(()) => Ok(()),
         // A signal arrived while we were blocked: let Python run its handlers now, so Ctrl-C
@@ -131,14 +131,23 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         } else {
             run_handle(slf, &handle)
         };
-        if let Err(e) = outcome {
-            // KeyboardInterrupt/SystemExit: the rest of the batch runs first on the next run.
-            let rest = std::mem::take(&mut *core.batch.borrow_mut(py));
-            let mut st = core.state(py);
-            for h in rest.into_iter().rev() {
-                st.ready.push_front(h);
+        if handle.get().is_one_shot() {
+            handle.get().finish(py);
+            drop(handle);
+        } else {
+            ffi::release(py, handle);
+        }
+        match outcome {
+            Ok(()) => {}
+            Err(e) => {
+                // KeyboardInterrupt/SystemExit: the rest of the batch runs first on the next run.
+                let rest = std::mem::take(&mut *core.batch.borrow_mut(py));
+                let mut st = core.state(py);
+                for h in rest.into_iter().rev() {
+                    st.ready.push_front(h);
+                }
+                return Err(e);
             }
-            return Err(e);
         }
     }
 }
