@@ -69,7 +69,6 @@ class Loop(LoopCore, events.AbstractEventLoop):
         self._default_executor = None
         self._executor_shutdown_called = False
         self._exception_handler = None
-        self._task_factory = None
         self._asyncgens = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
@@ -172,6 +171,7 @@ class Loop(LoopCore, events.AbstractEventLoop):
                     f"Closing the loop {self!r} on interpreter shutdown "
                     "stage, skipping signal handlers removal",
                     ResourceWarning,
+                    stacklevel=1,
                     source=self,
                 )
             self._signal_handlers.clear()
@@ -207,6 +207,7 @@ class Loop(LoopCore, events.AbstractEventLoop):
             warnings.warn(
                 f"asynchronous generator {agen!r} was scheduled after loop.shutdown_asyncgens() call",
                 ResourceWarning,
+                stacklevel=1,
                 source=self,
             )
         self._asyncgens.add(agen)
@@ -218,11 +219,9 @@ class Loop(LoopCore, events.AbstractEventLoop):
 
     # -- futures and tasks -------------------------------------------------------------------
 
-    def create_future(self):
-        return futures.Future(loop=self)
-
-    def create_task(self, coro, *, name=None, context=None):
-        self._check_closed()
+    # create_future() and the common create_task() are native; this is create_task() with a
+    # task factory or in debug mode.
+    def _create_task_slow(self, coro, name, context):
         if self._task_factory is None:
             task = tasks.Task(coro, loop=self, name=name, context=context)
             if task._source_traceback:
@@ -446,9 +445,7 @@ class Loop(LoopCore, events.AbstractEventLoop):
                 self.call_soon_threadsafe(future.set_exception, ex)
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
-        return await self.run_in_executor(
-            None, socket.getaddrinfo, host, port, family, type, proto, flags
-        )
+        return await self.run_in_executor(None, socket.getaddrinfo, host, port, family, type, proto, flags)
 
     async def getnameinfo(self, sockaddr, flags=0):
         return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
@@ -564,4 +561,3 @@ class Loop(LoopCore, events.AbstractEventLoop):
         except (ValueError, OSError) as exc:
             logger.info("set_wakeup_fd(%s) failed: %s", self._prev_wakeup_fd, exc)
         self._prev_wakeup_fd = -1
-

@@ -73,3 +73,34 @@ pub fn release<T>(py: Python<'_>, obj: Py<T>) {
     let _ = py;
     drop(obj);
 }
+
+/// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall, without building a
+/// tuple or a dict: how the loop calls `Future(loop=self)` and `Task(coro, loop=self)`.
+pub fn call_kw<'py>(
+    py: Python<'py>,
+    callable: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+    kwnames: &Bound<'py, PyTuple>,
+    kwvalues: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    debug_assert_eq!(kwnames.len(), kwvalues.len());
+    // One spare slot in front lets the callee use PY_VECTORCALL_ARGUMENTS_OFFSET.
+    let mut stack: [*mut ffi::PyObject; 8] = [std::ptr::null_mut(); 8];
+    let n = args.len();
+    assert!(1 + n + kwvalues.len() <= stack.len(), "too many arguments for call_kw");
+    for (slot, arg) in stack[1..].iter_mut().zip(args.iter().chain(kwvalues.iter())) {
+        *slot = arg.as_ptr();
+    }
+    // SAFETY: the GIL is held; `stack[1..]` holds n positional then len(kwnames) keyword
+    // arguments, all borrowed from live `Bound`s that outlive the call; kwnames is a tuple of str.
+    // Vectorcall returns a new reference or NULL with an exception set.
+    unsafe {
+        let result = ffi::PyObject_Vectorcall(
+            callable.as_ptr(),
+            stack.as_ptr().add(1),
+            n | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
+            kwnames.as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(py, result)
+    }
+}

@@ -26,6 +26,7 @@ use mio::{Events, Poll, Registry, Token, Waker};
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError};
 
@@ -36,6 +37,32 @@ use crate::ffi::{self, GilCell, GilRefMut};
 use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
+
+/// `asyncio.Future`, `asyncio.Task`, and the keyword-name tuples the loop calls them with.
+struct Classes {
+    future: Py<PyAny>,
+    task: Py<PyAny>,
+    kw_loop: Py<PyTuple>,
+    kw_loop_name: Py<PyTuple>,
+    kw_loop_context: Py<PyTuple>,
+    kw_loop_name_context: Py<PyTuple>,
+}
+
+fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
+    static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
+    CLASSES.get_or_try_init(py, || {
+        let asyncio = py.import("asyncio")?;
+        let names = |n: &[&str]| PyTuple::new(py, n).map(Bound::unbind);
+        Ok(Classes {
+            future: asyncio.getattr("Future")?.unbind(),
+            task: asyncio.getattr("Task")?.unbind(),
+            kw_loop: names(&["loop"])?,
+            kw_loop_name: names(&["loop", "name"])?,
+            kw_loop_context: names(&["loop", "context"])?,
+            kw_loop_name_context: names(&["loop", "name", "context"])?,
+        })
+    })
+}
 
 pub(crate) struct State {
     pub ready: VecDeque<Py<Handle>>,
@@ -63,6 +90,8 @@ pub struct LoopCore {
     stopping: AtomicBool,
     debug: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
+    /// `set_task_factory`'s factory; while one is set `create_task` goes through Python.
+    task_factory: GilCell<Option<Py<PyAny>>>,
     clock_resolution: f64,
     /// The fork generation the poller belongs to; a child after `fork()` builds its own.
     fork_generation: AtomicU64,
@@ -273,9 +302,53 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
+            task_factory: GilCell::new(None),
             clock_resolution: sys::monotonic_resolution(),
             fork_generation: AtomicU64::new(sys::fork_generation()),
         })
+    }
+
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = classes(py)?;
+        ffi::call_kw(py, c.future.bind(py), &[], c.kw_loop.bind(py), &[slf.as_any()])
+    }
+
+    /// `Task(coro, loop=self, name=name, context=context)`; with a task factory or in debug mode
+    /// the Python side's `_create_task_slow` does what the stdlib does there.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        if core.is_debug() || core.task_factory.borrow_mut(py).is_some() {
+            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
+        }
+        let c = classes(py)?;
+        let this = slf.as_any();
+        let (kwnames, kwvalues): (&Py<PyTuple>, &[&Bound<'py, PyAny>]) = match (name, context) {
+            (None, None) => (&c.kw_loop, &[this]),
+            (Some(n), None) => (&c.kw_loop_name, &[this, n]),
+            (None, Some(ctx)) => (&c.kw_loop_context, &[this, ctx]),
+            (Some(n), Some(ctx)) => (&c.kw_loop_name_context, &[this, n, ctx]),
+        };
+        ffi::call_kw(py, c.task.bind(py), &[coro], kwnames.bind(py), kwvalues)
+    }
+
+    #[getter(_task_factory)]
+    fn task_factory_get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.borrow_mut(py).as_ref().map(|f| f.clone_ref(py))
+    }
+
+    #[setter(_task_factory)]
+    fn task_factory_set(&self, py: Python<'_>, factory: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py), factory);
+        drop(old);
     }
 
     fn time(&self) -> f64 {
