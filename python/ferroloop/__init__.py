@@ -28,6 +28,9 @@ def new_event_loop() -> Loop:
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
     """Run a coroutine on a new ferroloop loop, as ``asyncio.run`` does, and return its result."""
+    if asyncio.events._get_running_loop() is not None:
+        # Refuse before a loop exists, as asyncio.run does, so nothing is left half-made.
+        raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)
 

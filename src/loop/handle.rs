@@ -6,7 +6,7 @@
 //! `TimerHandle` counts its own cancellation into the loop's counter so the heap can be compacted
 //! when cancelled timers dominate it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::gc::PyVisit;
@@ -191,6 +191,18 @@ impl Handle {
     }
 }
 
+/// `asyncio.<name>` for a native handle, or the handle's own type for a Python subclass of it
+/// (whose `__class__` must stay its own).
+fn asyncio_class<'py>(slf: &Bound<'py, Handle>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let ty = slf.get_type();
+    if ty.is(py.get_type::<Handle>()) || ty.is(py.get_type::<TimerHandle>()) {
+        py.import("asyncio.events")?.getattr(name)
+    } else {
+        Ok(ty.into_any())
+    }
+}
+
 #[pymethods]
 impl Handle {
     /// `Handle(callback, args, loop, context=None)`, the signature of `asyncio.Handle`.
@@ -219,6 +231,14 @@ impl Handle {
 
     fn cancelled(&self) -> bool {
         self.is_cancelled()
+    }
+
+    /// `asyncio.Handle`, so `isinstance(handle, asyncio.Handle)` holds: its `__slots__` keep a
+    /// native type from inheriting it, and `isinstance` consults `__class__` when the type check
+    /// fails. `type(handle)` is still the native type.
+    #[getter(__class__)]
+    fn class_<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        asyncio_class(slf, "Handle")
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -289,6 +309,8 @@ impl Handle {
 #[pyclass(frozen, extends = Handle, module = "ferroloop._core", name = "TimerHandle")]
 pub struct TimerHandle {
     pub(crate) when: f64,
+    /// Order among timers with the same deadline; set when the timer enters the heap.
+    seq: AtomicU64,
     /// True while the handle sits in its loop's timer heap.
     scheduled: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
@@ -298,9 +320,20 @@ impl TimerHandle {
     pub(crate) fn new(when: f64, cancelled_timers: Arc<AtomicUsize>) -> Self {
         TimerHandle {
             when,
+            seq: AtomicU64::new(0),
             scheduled: AtomicBool::new(false),
             cancelled_timers,
         }
+    }
+
+    #[inline]
+    pub(crate) fn seq_set(&self, seq: u64) {
+        self.seq.store(seq, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -326,6 +359,12 @@ impl TimerHandle {
 
     fn when(&self) -> f64 {
         self.when
+    }
+
+    /// `asyncio.TimerHandle`; see `Handle.__class__`.
+    #[getter(__class__)]
+    fn class_<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        asyncio_class(slf.as_super(), "TimerHandle")
     }
 
     #[getter]

@@ -214,7 +214,7 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_hook(slf, timer.bind(py).as_any(), method)?;
         }
-        core.state(py).timers.push(when, timer.clone_ref(py));
+        core.state(py).timers.push(timer.clone_ref(py));
         Ok(timer)
     }
 

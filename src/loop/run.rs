@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::handle::{Handle, TimerHandle};
+use super::handle::Handle;
 use super::{LoopCore, WAKER_TOKEN};
 use crate::{errors, ffi, sys};
 
@@ -25,13 +25,15 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let core = slf.get();
     core.ensure_own_poller(py)?;
 
-    let mut released: Vec<Py<TimerHandle>> = Vec::new();
+    let mut released: Vec<Py<Handle>> = Vec::new();
     let poll_timeout = {
         let mut st = core.state(py);
         if st.timers.len() > 0 {
             let mut cancelled = core.cancelled_timers.load(Ordering::Relaxed);
             if cancelled > 0 {
-                st.timers.purge_cancelled(py, &mut cancelled, &mut released);
+                let mut purged = Vec::new();
+                st.timers.purge_cancelled(py, &mut cancelled, &mut purged);
+                released.extend(purged.into_iter().map(|t| t.into_bound(py).into_super().unbind()));
                 core.cancelled_timers.store(cancelled, Ordering::Relaxed);
             }
         }
@@ -47,7 +49,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             )
         }
     };
-    released.into_iter().for_each(|h| ffi::release(py, h));
+    released.drain(..).for_each(|h| ffi::release(py, h));
 
     if let Some(timeout) = poll_timeout {
         poll(slf, timeout)?;
@@ -62,11 +64,19 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             let end = sys::monotonic() + core.clock_resolution;
             while let Some(timer) = st.timers.pop_due(end) {
                 let base: Py<Handle> = timer.into_bound(py).into_super().unbind();
-                st.ready.push_back(base);
+                if base.get().is_cancelled() {
+                    // Cancelled behind a live timer, so the purge above did not see it.
+                    let n = core.cancelled_timers.load(Ordering::Relaxed);
+                    core.cancelled_timers.store(n.saturating_sub(1), Ordering::Relaxed);
+                    released.push(base);
+                } else {
+                    st.ready.push_back(base);
+                }
             }
         }
         std::mem::swap(&mut *core.batch.borrow_mut(py), &mut st.ready);
     }
+    released.into_iter().for_each(|h| ffi::release(py, h));
 
     run_batch(slf)
 }

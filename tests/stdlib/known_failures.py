@@ -16,6 +16,8 @@ _NETWORKING = (
     "which the networking issue adds"
 )
 
+_SUBPROCESS = "needs subprocess support (create_subprocess_exec), which the TLS and subprocesses issue adds"
+
 KNOWN_FAILURES: dict[str, str | dict[str, str]] = {
     "test.test_asyncio.test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_blocking_error": _NETWORKING,
     "test.test_asyncio.test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_cancel1": _NETWORKING,
@@ -29,4 +31,8 @@ KNOWN_FAILURES: dict[str, str | dict[str, str]] = {
     "test.test_asyncio.test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_os_error_next_call": _NETWORKING,
     "test.test_asyncio.test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_success": _NETWORKING,
     "test.test_asyncio.test_unix_events.TestFunctional.test_add_reader_or_writer_transport_fd": _NETWORKING,
+    "test.test_asyncio.test_unix_events.TestFork.test_fork_asyncio_subprocess": {
+        "3.12": _SUBPROCESS,
+        "3.13": _SUBPROCESS,
+    },
 }

@@ -1,0 +1,211 @@
+"""contextvars propagation through callbacks, timers, threads and tasks."""
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+
+var = contextvars.ContextVar("conformance_var", default="default")
+
+
+def run_briefly(loop):
+    loop.stop()
+    loop.run_forever()
+
+
+@pytest.fixture
+def outer_value():
+    token = var.set("outer")
+    yield "outer"
+    var.reset(token)
+
+
+def _scheduler(loop, kind):
+    if kind == "call_soon":
+        return lambda cb, *a, **kw: loop.call_soon(cb, *a, **kw)
+    if kind == "call_later":
+        return lambda cb, *a, **kw: loop.call_later(0.001, cb, *a, **kw)
+    if kind == "call_at":
+        return lambda cb, *a, **kw: loop.call_at(loop.time() + 0.001, cb, *a, **kw)
+    if kind == "call_soon_threadsafe":
+        return lambda cb, *a, **kw: loop.call_soon_threadsafe(cb, *a, **kw)
+    raise AssertionError(kind)
+
+
+def _drain(loop):
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+
+
+SCHEDULERS = ["call_soon", "call_later", "call_at", "call_soon_threadsafe"]
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_context_copied_at_schedule_time(loop, outer_value, kind):
+    seen = []
+    schedule = _scheduler(loop, kind)
+    schedule(lambda: seen.append(var.get()))
+    var.set("changed-after-scheduling")
+    _drain(loop)
+    assert seen == ["outer"]
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_callback_changes_do_not_leak(loop, outer_value, kind):
+    seen = []
+    schedule = _scheduler(loop, kind)
+    schedule(lambda: var.set("set-in-callback"))
+    schedule(lambda: seen.append(var.get()))
+    _drain(loop)
+    # Each callback got its own copy: the second one cannot see the first's set().
+    assert seen == ["outer"]
+    assert var.get() == "outer"
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_explicit_context(loop, outer_value, kind):
+    ctx = contextvars.Context()
+    seen = []
+    schedule = _scheduler(loop, kind)
+
+    def cb():
+        seen.append(var.get())
+        var.set("written-into-ctx")
+
+    schedule(cb, context=ctx)
+    _drain(loop)
+    assert seen == ["default"]
+    # The callback ran via ctx.run(): its writes stay in ctx.
+    assert ctx[var] == "written-into-ctx"
+    assert var.get() == "outer"
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_explicit_context_shared_between_callbacks(loop, kind):
+    ctx = contextvars.copy_context()
+    seen = []
+    schedule = _scheduler(loop, kind)
+    schedule(lambda: var.set("first"), context=ctx)
+    schedule(lambda: seen.append(var.get()), context=ctx)
+    _drain(loop)
+    assert seen == ["first"]
+
+
+def test_explicit_context_with_args(loop):
+    ctx = contextvars.Context()
+    ctx.run(var.set, "in-ctx")
+    seen = []
+    loop.call_soon(lambda a, b: seen.append((a, b, var.get())), 1, 2, context=ctx)
+    run_briefly(loop)
+    assert seen == [(1, 2, "in-ctx")]
+
+
+def test_call_soon_threadsafe_from_thread_uses_thread_context(loop, outer_value):
+    seen = []
+    done = threading.Event()
+
+    def worker():
+        var.set("thread")
+        loop.call_soon_threadsafe(lambda: seen.append(var.get()))
+        ctx = contextvars.Context()
+        ctx.run(var.set, "explicit")
+        loop.call_soon_threadsafe(lambda: seen.append(var.get()), context=ctx)
+        loop.call_soon_threadsafe(loop.stop)
+        done.set()
+
+    t = threading.Thread(target=worker)
+    loop.call_soon(t.start)
+    loop.run_forever()
+    t.join()
+    assert done.is_set()
+    assert seen == ["thread", "explicit"]
+
+
+def test_task_copies_context(loop, outer_value):
+    async def child():
+        seen = var.get()
+        var.set("set-in-task")
+        return seen
+
+    async def main():
+        var.set("main")
+        task = asyncio.get_running_loop().create_task(child())
+        var.set("main-after-create")
+        result = await task
+        return result, var.get()
+
+    assert loop.run_until_complete(main()) == ("main", "main-after-create")
+    assert var.get() == "outer"
+
+
+def test_task_context_persists_across_awaits(loop):
+    async def main():
+        var.set("a")
+        await asyncio.sleep(0)
+        first = var.get()
+        var.set("b")
+        await asyncio.sleep(0.001)
+        return first, var.get()
+
+    assert loop.run_until_complete(main()) == ("a", "b")
+
+
+def test_create_task_with_context(loop):
+    ctx = contextvars.Context()
+    ctx.run(var.set, "explicit")
+
+    async def child():
+        before = var.get()
+        var.set("changed-by-task")
+        return before
+
+    async def main():
+        task = asyncio.get_running_loop().create_task(child(), context=ctx)
+        return await task
+
+    assert loop.run_until_complete(main()) == "explicit"
+    assert ctx[var] == "changed-by-task"
+
+
+def test_future_callbacks_run_in_registration_context(loop):
+    seen = []
+
+    async def main():
+        fut = loop.create_future()
+        var.set("registered")
+        fut.add_done_callback(lambda f: seen.append(var.get()))
+        ctx = contextvars.Context()
+        ctx.run(var.set, "explicit")
+        fut.add_done_callback(lambda f: seen.append(var.get()), context=ctx)
+        var.set("resolved")
+        fut.set_result(None)
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    assert seen == ["registered", "explicit"]
+
+
+def test_to_thread_propagates_context(loop):
+    async def main():
+        var.set("to-thread")
+        return await asyncio.to_thread(var.get)
+
+    assert loop.run_until_complete(main()) == "to-thread"
+
+
+def test_gather_children_see_parent_context(loop):
+    async def child(i):
+        await asyncio.sleep(0)
+        v = var.get()
+        var.set(f"child-{i}")
+        return v
+
+    async def main():
+        var.set("parent")
+        results = await asyncio.gather(*(child(i) for i in range(5)))
+        return results, var.get()
+
+    results, parent = loop.run_until_complete(main())
+    assert results == ["parent"] * 5
+    assert parent == "parent"

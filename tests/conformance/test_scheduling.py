@@ -1,0 +1,414 @@
+"""call_soon / call_later / call_at / time() and Handle objects."""
+
+import asyncio
+import contextvars
+import sys
+import time
+
+import pytest
+
+
+def run_briefly(loop):
+    """Run exactly one iteration of the loop."""
+    loop.stop()
+    loop.run_forever()
+
+
+def test_call_soon_fifo_with_args(loop):
+    calls = []
+    for i in range(200):
+        loop.call_soon(calls.append, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == list(range(200))
+
+
+def test_call_soon_multiple_args(loop):
+    calls = []
+
+    def cb(*args):
+        calls.append(args)
+
+    loop.call_soon(cb)
+    loop.call_soon(cb, 1)
+    loop.call_soon(cb, 1, "two", None)
+    run_briefly(loop)
+    assert calls == [(), (1,), (1, "two", None)]
+
+
+def test_call_soon_returns_handle(loop):
+    handle = loop.call_soon(lambda: None)
+    assert hasattr(handle, "cancel")
+    assert hasattr(handle, "cancelled")
+    assert not handle.cancelled()
+    run_briefly(loop)
+
+
+def test_handles_are_handle_instances(loop):
+    soon = loop.call_soon(lambda: None)
+    later = loop.call_later(10, lambda: None)
+    at = loop.call_at(loop.time() + 10, lambda: None)
+    try:
+        assert isinstance(soon, asyncio.Handle)
+        assert isinstance(later, asyncio.TimerHandle)
+        assert isinstance(at, asyncio.TimerHandle)
+    finally:
+        for h in (soon, later, at):
+            h.cancel()
+
+
+def test_callbacks_queued_during_iteration_run_next_iteration(loop):
+    calls = []
+
+    def outer(n):
+        calls.append(("outer", n))
+        loop.call_soon(calls.append, ("inner", n))
+
+    loop.call_soon(outer, 1)
+    loop.call_soon(outer, 2)
+    run_briefly(loop)
+    assert calls == [("outer", 1), ("outer", 2)]
+    run_briefly(loop)
+    assert calls == [("outer", 1), ("outer", 2), ("inner", 1), ("inner", 2)]
+
+
+def test_self_rescheduling_callback_does_not_starve_timers(loop):
+    spins = 0
+    fired = []
+
+    def spin():
+        nonlocal spins
+        spins += 1
+        if not fired:
+            loop.call_soon(spin)
+
+    def timer():
+        fired.append(loop.time())
+        loop.stop()
+
+    loop.call_soon(spin)
+    loop.call_later(0.02, timer)
+    t0 = time.monotonic()
+    loop.run_forever()
+    assert fired
+    assert time.monotonic() - t0 < 2
+    assert spins > 1
+
+
+def test_call_later_ordering(loop):
+    calls = []
+    loop.call_later(0.03, calls.append, 3)
+    loop.call_later(0.01, calls.append, 1)
+    loop.call_later(0.02, calls.append, 2)
+    loop.call_later(0.04, loop.stop)
+    loop.run_forever()
+    assert calls == [1, 2, 3]
+
+
+def test_call_at_ordering(loop):
+    calls = []
+    base = loop.time()
+    for i in (5, 1, 4, 2, 3):
+        loop.call_at(base + i * 0.005, calls.append, i)
+    loop.call_at(base + 0.03, loop.stop)
+    loop.run_forever()
+    assert calls == [1, 2, 3, 4, 5]
+
+
+def test_call_later_args(loop):
+    calls = []
+    loop.call_later(0.001, lambda *a: calls.append(a), 1, 2, 3)
+    loop.call_later(0.005, loop.stop)
+    loop.run_forever()
+    assert calls == [(1, 2, 3)]
+
+
+def test_timers_do_not_fire_early(loop):
+    results = []
+
+    def fired(start, delay):
+        results.append((delay, time.monotonic() - start))
+
+    for delay in (0.0001, 0.0003, 0.0007, 0.002, 0.005):
+        loop.call_later(delay, fired, time.monotonic(), delay)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert [d for d, _ in results] == [0.0001, 0.0003, 0.0007, 0.002, 0.005]
+    for delay, elapsed in results:
+        assert elapsed >= delay - 1e-6, (delay, elapsed)
+
+
+def test_sub_millisecond_timer_fires(loop):
+    fired = []
+    start = time.monotonic()
+    loop.call_later(0.0003, lambda: (fired.append(time.monotonic() - start), loop.stop()))
+    loop.run_forever()
+    assert len(fired) == 1
+    assert 0.0003 - 1e-6 <= fired[0] < 0.5
+
+
+def test_call_at_fires_at_or_after_deadline(loop):
+    fired = []
+    when = loop.time() + 0.002
+    loop.call_at(when, lambda: (fired.append(loop.time()), loop.stop()))
+    loop.run_forever()
+    assert fired[0] >= when - 1e-6
+
+
+def test_equal_deadlines_fire_in_same_iteration(loop):
+    calls = []
+    when = loop.time() + 0.005
+
+    def first(name):
+        calls.append(name)
+        # stop() lets the current iteration finish: the other timer with the
+        # same deadline must already be part of it.
+        loop.stop()
+
+    loop.call_at(when, first, "a")
+    loop.call_at(when, first, "b")
+    loop.call_at(when, first, "c")
+    loop.run_forever()
+    assert sorted(calls) == ["a", "b", "c"]
+
+
+def test_cancelling_timer_due_in_same_iteration(loop):
+    calls = []
+    when = loop.time() + 0.005
+    handles = {}
+
+    def cb(name):
+        calls.append(name)
+        other = handles["b" if name == "a" else "a"]
+        other.cancel()
+        loop.call_soon(loop.stop)
+
+    handles["a"] = loop.call_at(when, cb, "a")
+    handles["b"] = loop.call_at(when, cb, "b")
+    loop.run_forever()
+    assert len(calls) == 1
+
+
+def test_negative_delay_runs_asap(loop):
+    calls = []
+    loop.call_later(-1, calls.append, "negative")
+    loop.call_at(loop.time() - 5, calls.append, "past")
+    run_briefly(loop)
+    assert sorted(calls) == ["negative", "past"]
+
+
+def test_zero_delay_runs(loop):
+    calls = []
+    loop.call_later(0, calls.append, "zero")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert calls == ["zero"]
+
+
+def test_call_later_none_delay_raises(loop):
+    with pytest.raises(TypeError):
+        loop.call_later(None, lambda: None)
+
+
+def test_call_at_none_when_raises(loop):
+    with pytest.raises(TypeError):
+        loop.call_at(None, lambda: None)
+
+
+def test_call_later_accepts_int_delay(loop):
+    handle = loop.call_later(1, lambda: None)
+    assert abs(handle.when() - (loop.time() + 1)) < 0.5
+    handle.cancel()
+
+
+def test_time_is_monotonic_clock(loop):
+    before = time.monotonic()
+    t = loop.time()
+    after = time.monotonic()
+    assert isinstance(t, float)
+    assert before - 1e-3 <= t <= after + 1e-3
+
+
+def test_time_advances(loop):
+    t1 = loop.time()
+    time.sleep(0.01)
+    t2 = loop.time()
+    assert t2 - t1 >= 0.009
+
+
+def test_timer_when_matches_call_at(loop):
+    when = loop.time() + 3.5
+    handle = loop.call_at(when, lambda: None)
+    assert handle.when() == when
+    handle.cancel()
+
+
+def test_timer_when_for_call_later(loop):
+    before = loop.time()
+    handle = loop.call_later(2.0, lambda: None)
+    after = loop.time()
+    assert before + 2.0 <= handle.when() <= after + 2.0
+    handle.cancel()
+
+
+def test_cancelled_call_soon_never_runs(loop):
+    calls = []
+    handle = loop.call_soon(calls.append, "cancelled")
+    loop.call_soon(calls.append, "kept")
+    handle.cancel()
+    assert handle.cancelled()
+    run_briefly(loop)
+    assert calls == ["kept"]
+
+
+def test_cancel_is_idempotent(loop):
+    handle = loop.call_soon(lambda: None)
+    handle.cancel()
+    handle.cancel()
+    assert handle.cancelled()
+    timer = loop.call_later(1, lambda: None)
+    timer.cancel()
+    timer.cancel()
+    assert timer.cancelled()
+    run_briefly(loop)
+
+
+def test_cancel_from_earlier_callback_same_iteration(loop):
+    calls = []
+    handles = []
+    loop.call_soon(lambda: handles[0].cancel())
+    handles.append(loop.call_soon(calls.append, "victim"))
+    run_briefly(loop)
+    assert calls == []
+
+
+def test_cancelled_timer_never_runs(loop):
+    calls = []
+    handle = loop.call_later(0.001, calls.append, "cancelled")
+    handle.cancel()
+    assert handle.cancelled()
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert calls == []
+
+
+def test_cancel_timer_from_callback(loop):
+    calls = []
+    victim = loop.call_later(0.01, calls.append, "victim")
+    loop.call_later(0.001, victim.cancel)
+    loop.call_later(0.02, loop.stop)
+    loop.run_forever()
+    assert calls == []
+
+
+def test_cancelling_many_timers(loop):
+    calls = []
+    handles = [loop.call_later(0.001 + i * 1e-5, calls.append, i) for i in range(500)]
+    for h in handles[::2]:
+        h.cancel()
+    loop.call_later(0.03, loop.stop)
+    loop.run_forever()
+    assert calls == list(range(1, 500, 2))
+
+
+def test_cancelled_timers_due_behind_live_timer(loop):
+    # A live timer is at the head of the queue and a large batch of cancelled
+    # timers becomes due right behind it in the same iteration, while many
+    # live far-future timers stay queued: the loop's bookkeeping of cancelled
+    # timers must survive the batch leaving the queue.
+    calls = []
+    when = loop.time() + 0.001
+    batch = 150
+    loop.call_at(when, calls.append, "live")
+    cancelled = [loop.call_at(when + 1e-6, calls.append, "cancelled") for _ in range(batch)]
+    # Exactly as many timers stay queued as there are cancelled ones, minus one.
+    far = [loop.call_later(3600, calls.append, "far") for _ in range(batch - 2)]
+    loop.call_later(0.01, loop.stop)
+    for h in cancelled:
+        h.cancel()
+    # The live timer and the cancelled batch are already due when the loop starts.
+    time.sleep(0.005)
+    loop.run_forever()
+    assert calls == ["live"]
+    for h in far:
+        h.cancel()
+    assert loop.run_until_complete(asyncio.sleep(0.001, "still-working")) == "still-working"
+
+
+def test_cancelled_after_running_is_harmless(loop):
+    calls = []
+    handle = loop.call_soon(calls.append, 1)
+    run_briefly(loop)
+    handle.cancel()
+    assert calls == [1]
+
+
+def test_long_timer_does_not_block_short_one(loop):
+    calls = []
+    long = loop.call_later(3600, calls.append, "long")
+    loop.call_later(0.001, calls.append, "short")
+    loop.call_later(0.01, loop.stop)
+    t0 = time.monotonic()
+    loop.run_forever()
+    assert calls == ["short"]
+    assert time.monotonic() - t0 < 1
+    long.cancel()
+
+
+def test_many_timers_all_fire(loop):
+    calls = []
+    for i in range(1000):
+        loop.call_later((i % 10) * 0.001, calls.append, i)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert sorted(calls) == list(range(1000))
+
+
+def test_timer_scheduled_from_callback(loop):
+    calls = []
+
+    def first():
+        calls.append("first")
+        loop.call_later(0.002, second)
+
+    def second():
+        calls.append("second")
+        loop.stop()
+
+    loop.call_soon(first)
+    loop.run_forever()
+    assert calls == ["first", "second"]
+
+
+def test_run_forever_sleeps_until_timer(loop):
+    # With nothing else to do the loop waits for the next timer instead of
+    # returning or spinning forever.
+    start = time.monotonic()
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert 0.05 - 1e-3 <= time.monotonic() - start < 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context is new in 3.12")
+def test_handle_get_context_explicit(loop):
+    ctx = contextvars.copy_context()
+    handle = loop.call_soon(lambda: None, context=ctx)
+    timer = loop.call_later(10, lambda: None, context=ctx)
+    assert handle.get_context() is ctx
+    assert timer.get_context() is ctx
+    timer.cancel()
+    run_briefly(loop)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context is new in 3.12")
+def test_handle_get_context_implicit_copy(loop):
+    var = contextvars.ContextVar("var")
+    token = var.set("value")
+    try:
+        handle = loop.call_soon(lambda: None)
+    finally:
+        var.reset(token)
+    ctx = handle.get_context()
+    assert isinstance(ctx, contextvars.Context)
+    assert ctx[var] == "value"
+    run_briefly(loop)

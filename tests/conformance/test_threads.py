@@ -1,0 +1,236 @@
+"""Cross-thread entry points: call_soon_threadsafe, run_coroutine_threadsafe."""
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+
+def test_call_soon_threadsafe_wakes_loop_blocked_on_long_timer(loop):
+    calls = []
+    long = loop.call_later(30, loop.stop)
+
+    def worker():
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(calls.append, "woken")
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    start = time.monotonic()
+    try:
+        loop.run_forever()
+    finally:
+        t.join()
+    elapsed = time.monotonic() - start
+    long.cancel()
+    assert calls == ["woken"]
+    assert elapsed < 2
+
+
+def test_call_soon_threadsafe_wakes_idle_loop(loop):
+    # No timers at all: the loop blocks indefinitely in its poll.
+    calls = []
+
+    def worker():
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(lambda: (calls.append(threading.get_ident()), loop.stop()))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    start = time.monotonic()
+    try:
+        loop.run_forever()
+    finally:
+        t.join()
+    assert calls == [threading.get_ident()]
+    assert time.monotonic() - start < 2
+
+
+def test_call_soon_threadsafe_returns_handle(loop):
+    handle = loop.call_soon_threadsafe(lambda: None)
+    assert not handle.cancelled()
+    handle.cancel()
+    assert handle.cancelled()
+    loop.stop()
+    loop.run_forever()
+
+
+def test_call_soon_threadsafe_cancelled_handle_not_run(loop):
+    calls = []
+    handle = loop.call_soon_threadsafe(calls.append, "x")
+    handle.cancel()
+    loop.stop()
+    loop.run_forever()
+    assert calls == []
+
+
+def test_call_soon_threadsafe_from_many_threads(loop):
+    n_threads, per_thread = 4, 250
+    calls = []
+    barrier = threading.Barrier(n_threads)
+
+    def worker(tid):
+        barrier.wait()
+        for i in range(per_thread):
+            loop.call_soon_threadsafe(calls.append, (tid, i))
+
+    async def main():
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+        for t in threads:
+            t.start()
+        while len(calls) < n_threads * per_thread:
+            await asyncio.sleep(0.001)
+        for t in threads:
+            t.join()
+
+    loop.run_until_complete(asyncio.wait_for(main(), 10))
+    assert len(calls) == n_threads * per_thread
+    # FIFO per producing thread.
+    for tid in range(n_threads):
+        assert [i for t, i in calls if t == tid] == list(range(per_thread))
+
+
+def test_call_soon_threadsafe_order_from_one_thread(loop):
+    calls = []
+
+    def worker():
+        for i in range(100):
+            loop.call_soon_threadsafe(calls.append, i)
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=worker)
+    loop.call_soon(t.start)
+    loop.run_forever()
+    t.join()
+    assert calls == list(range(100))
+
+
+def test_run_coroutine_threadsafe(loop):
+    results = []
+
+    async def add(a, b):
+        await asyncio.sleep(0.001)
+        assert asyncio.get_running_loop() is loop
+        return a + b
+
+    def worker():
+        fut = asyncio.run_coroutine_threadsafe(add(2, 3), loop)
+        assert isinstance(fut, concurrent.futures.Future)
+        results.append(fut.result(timeout=5))
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=worker)
+    loop.call_soon(t.start)
+    loop.run_forever()
+    t.join()
+    assert results == [5]
+
+
+def test_run_coroutine_threadsafe_exception(loop):
+    errors = []
+
+    async def fail():
+        raise KeyError("k")
+
+    def worker():
+        fut = asyncio.run_coroutine_threadsafe(fail(), loop)
+        try:
+            fut.result(timeout=5)
+        except KeyError as exc:
+            errors.append(exc)
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=worker)
+    loop.call_soon(t.start)
+    loop.run_forever()
+    t.join()
+    assert len(errors) == 1
+
+
+def test_wrap_future_from_thread_pool(loop):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        cf = pool.submit(lambda: (time.sleep(0.01), "pool")[1])
+
+        async def main():
+            return await asyncio.wrap_future(cf)
+
+        assert loop.run_until_complete(main()) == "pool"
+
+
+def test_loop_in_other_thread(loop_factory):
+    results = []
+
+    def thread_main():
+        lp = loop_factory()
+        try:
+            results.append(lp.run_until_complete(asyncio.sleep(0.001, threading.get_ident())))
+        finally:
+            lp.close()
+
+    t = threading.Thread(target=thread_main)
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    assert results == [t.ident]
+
+
+def test_loops_in_two_threads_concurrently(loop, loop_factory):
+    # A loop running in a worker thread does not count as "another loop is
+    # running" for this thread.
+    other_result = []
+    ready = threading.Event()
+    release = threading.Event()
+
+    def thread_main():
+        lp = loop_factory()
+
+        async def waiter():
+            ready.set()
+            while not release.is_set():
+                await asyncio.sleep(0.001)
+            return "thread-loop"
+
+        try:
+            other_result.append(lp.run_until_complete(waiter()))
+        finally:
+            lp.close()
+
+    t = threading.Thread(target=thread_main)
+    t.start()
+    try:
+        assert ready.wait(5)
+
+        async def main():
+            await asyncio.sleep(0.001)
+            return "main-loop"
+
+        assert loop.run_until_complete(main()) == "main-loop"
+    finally:
+        release.set()
+        t.join(10)
+    assert other_result == ["thread-loop"]
+
+
+def test_stop_from_other_thread_via_threadsafe(loop):
+    def worker():
+        time.sleep(0.02)
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    loop.run_forever()
+    t.join()
+    assert not loop.is_running()
+
+
+@pytest.mark.parametrize("n", [1, 10])
+def test_threadsafe_before_run(loop, n):
+    calls = []
+    for i in range(n):
+        loop.call_soon_threadsafe(calls.append, i)
+    loop.stop()
+    loop.run_forever()
+    assert calls == list(range(n))
