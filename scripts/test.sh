@@ -36,6 +36,8 @@ for v in $VERSIONS; do
     step "pytest $v" "$py" -m pytest -q -p no:cacheprovider
     step "pytest $v (debug)" env PYTHONASYNCIODEBUG=1 "$py" -m pytest -q -p no:cacheprovider
     step "CPython test_asyncio on ferroloop, $v" "$py" tests/stdlib/run_stdlib.py --loop ferroloop -j 2
+    step "CPython test_asyncio on ferroloop, $v (debug)" env PYTHONASYNCIODEBUG=1 \
+        "$py" tests/stdlib/run_stdlib.py --loop ferroloop -j 2
 done
 
 echo

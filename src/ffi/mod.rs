@@ -44,34 +44,21 @@ pub fn run_in_context<'py>(
     result
 }
 
-/// Takes a new handle out of the garbage collector's view while the loop owns it.
-///
-/// A handle can sit in a reference cycle (an object holding the handle of a timer that calls one
-/// of its methods), so handles are GC containers. But while a handle waits in the loop's queues
-/// it is reachable from the loop, so the collector has nothing to find there; traversing tens of
-/// thousands of pending timers made collections the main cost of many sleeping tasks. A one-shot
-/// handle drops its references once it has run, so it never needs tracking again; anything else
-/// the loop lets go of is handed back to the collector by `release`.
+/// Whether `obj` is referenced only by its owner, for the collector's traversal (which holds the
+/// GIL but gives no token).
 #[inline]
-pub fn gc_untrack(obj: &Bound<'_, PyAny>) {
-    // SAFETY: the GIL is held and `obj` is a live object of a GC type (Handle has
-    // `__traverse__`); untracking an untracked object is a no-op.
-    unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) }
+pub fn solely_owned<T>(obj: &Py<T>) -> bool {
+    // SAFETY: reading the refcount of a live object; traversal runs with the GIL held.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 1 }
 }
 
-/// The loop lets go of `obj`: if anyone else still holds it, hand it back to the collector.
+/// A GIL token inside the collector's traversal, which runs with the GIL held but passes none.
+/// Only for pointer-level work (upcasts, reading fields); no Python API calls.
 #[inline]
-pub fn release<T>(py: Python<'_>, obj: Py<T>) {
-    let ptr = obj.as_ptr();
-    // SAFETY: the GIL is held (`py`) and `ptr` is live while `obj` is; GC_Track is only called on
-    // an object of a GC type that is not tracked, as the C API requires.
-    unsafe {
-        if ffi::Py_REFCNT(ptr) > 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 {
-            ffi::PyObject_GC_Track(ptr.cast());
-        }
-    }
-    let _ = py;
-    drop(obj);
+pub fn traversal_token<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
+    // SAFETY: tp_traverse is only ever called by CPython's collector, with the GIL held by the
+    // calling thread; the token does not outlive the closure.
+    f(unsafe { Python::assume_attached() })
 }
 
 /// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall, without building a

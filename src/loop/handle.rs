@@ -5,6 +5,13 @@
 //! stdlib does, so a cancelled timer waiting in the heap does not keep objects alive. A
 //! `TimerHandle` counts its own cancellation into the loop's counter so the heap can be compacted
 //! when cancelled timers dominate it.
+//!
+//! Handles are not garbage-collector objects: allocating one per callback would count towards
+//! the collector's thresholds and trigger extra collections over every live object, which was
+//! most of the cost of workloads with many tasks. They cannot hide a reference cycle: a one-shot
+//! handle (`call_soon`, `call_later`, ...) drops its callback, arguments and context once it has
+//! run, and its callback and arguments when cancelled; while a handle waits in a loop, the loop
+//! reports the handle's contents to the collector as its own.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -115,6 +122,18 @@ impl Handle {
             }),
             _ => None,
         }
+    }
+
+    /// Reports what the handle holds to the garbage collector, on behalf of the loop that owns
+    /// it (handles are not GC objects themselves; see `LoopCore::__traverse__`).
+    pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(f) = self.fields.try_borrow_in_gc() {
+            visit.call(&f.callback)?;
+            visit.call(&f.args)?;
+            visit.call(&f.context)?;
+            visit.call(&f.source_traceback)?;
+        }
+        Ok(())
     }
 
     /// `handle.cancel()` from Rust.
@@ -287,22 +306,6 @@ impl Handle {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?.to_string();
         slf.get().repr_info(slf.py(), &name, None)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(f) = self.fields.try_borrow_in_gc() {
-            visit.call(&f.callback)?;
-            visit.call(&f.args)?;
-            visit.call(&f.context)?;
-            visit.call(&f.source_traceback)?;
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        // Runs under the GIL (the collector holds it); the fields are moved out, then released.
-        let taken = self.fields.try_borrow_in_gc().map(|mut f| std::mem::take(&mut *f));
-        drop(taken);
     }
 }
 

@@ -174,8 +174,7 @@ impl LoopCore {
         }
     }
 
-    /// A new handle owned by the loop, hidden from the collector until released (see
-    /// `ffi::gc_untrack`).
+    /// A new handle, to be owned by the loop.
     #[inline]
     fn new_owned_handle(
         slf: &Bound<'_, Self>,
@@ -184,9 +183,7 @@ impl LoopCore {
         context: Option<Bound<'_, PyAny>>,
         one_shot: bool,
     ) -> PyResult<Py<Handle>> {
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context, one_shot)?)?;
-        ffi::gc_untrack(handle.bind(slf.py()).as_any());
-        Ok(handle)
+        Py::new(slf.py(), Self::new_handle(slf, callback, args, context, one_shot)?)
     }
 
     /// Debug-mode checks and source traceback, done by the Python side (a cold path).
@@ -210,7 +207,6 @@ impl LoopCore {
         let handle = Self::new_handle(slf, callback, args, context, true)?;
         let timer = TimerHandle::new(when, core.cancelled_timers.clone());
         let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
-        ffi::gc_untrack(timer.bind(py).as_any());
         if core.is_debug() {
             Self::debug_hook(slf, timer.bind(py).as_any(), method)?;
         }
@@ -245,7 +241,7 @@ impl LoopCore {
         match old {
             Ok(Some(old)) => {
                 Handle::cancel_py(old.bind(py))?;
-                ffi::release(py, old);
+                drop(old);
             }
             Ok(None) => {}
             Err(e) => return Err(errors::os_error(e)),
@@ -268,7 +264,7 @@ impl LoopCore {
         match old {
             Some(old) => {
                 Handle::cancel_py(old.bind(py))?;
-                ffi::release(py, old);
+                drop(old);
                 Ok(true)
             }
             None => Ok(false),
@@ -276,9 +272,25 @@ impl LoopCore {
     }
 }
 
+/// Lets go of everything a closing loop held. A handle that was never run is finished like one
+/// that was, so one still held elsewhere keeps nothing alive (it is not a GC object).
 fn release_all(py: Python<'_>, ready: VecDeque<Py<Handle>>, timers: Vec<Py<TimerHandle>>, fds: Vec<Py<Handle>>) {
-    ready.into_iter().chain(fds).for_each(|h| ffi::release(py, h));
-    timers.into_iter().for_each(|h| ffi::release(py, h));
+    for h in ready.into_iter().chain(fds) {
+        h.get().finish(py);
+    }
+    for t in timers {
+        t.bind(py).as_super().get().finish(py);
+    }
+}
+
+/// Reports a queued handle's contents as the loop's own references, when the loop is its only
+/// owner; a handle also held elsewhere is reported by no one, so the collector treats what it
+/// holds as reachable rather than clearing objects a live handle still points to.
+fn visit_owned(handle: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    if ffi::solely_owned(handle) {
+        handle.get().visit_contents(visit)?;
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -555,20 +567,22 @@ impl LoopCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(st) = self.state.try_borrow_in_gc() {
-            for h in st.ready.iter() {
-                visit.call(h)?;
+            for h in st.ready.iter().chain(st.io.handles()) {
+                visit_owned(h, &visit)?;
             }
-            for h in st.timers.iter() {
-                visit.call(h)?;
-            }
-            for h in st.io.handles() {
-                visit.call(h)?;
+            for t in st.timers.iter() {
+                if ffi::solely_owned(t) {
+                    ffi::traversal_token(|py| t.bind(py).as_super().get().visit_contents(&visit))?;
+                }
             }
         }
         if let Some(batch) = self.batch.try_borrow_in_gc() {
             for h in batch.iter() {
-                visit.call(h)?;
+                visit_owned(h, &visit)?;
             }
+        }
+        if let Some(f) = self.task_factory.try_borrow_in_gc() {
+            visit.call(&*f)?;
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             )
         }
     };
-    released.drain(..).for_each(|h| ffi::release(py, h));
+    drop(std::mem::take(&mut released));
 
     if let Some(timeout) = poll_timeout {
         poll(slf, timeout)?;
@@ -76,7 +76,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         }
         std::mem::swap(&mut *core.batch.borrow_mut(py), &mut st.ready);
     }
-    released.into_iter().for_each(|h| ffi::release(py, h));
+    drop(released);
 
     run_batch(slf)
 }
@@ -117,7 +117,7 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
         }
     }
     drop(poller);
-    dropped.into_iter().for_each(|h| ffi::release(py, h));
+    drop(dropped);
     match result {
         Ok(()) => Ok(()),
         // A signal arrived while we were blocked: let Python run its handlers now, so Ctrl-C
@@ -143,10 +143,8 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         };
         if handle.get().is_one_shot() {
             handle.get().finish(py);
-            drop(handle);
-        } else {
-            ffi::release(py, handle);
         }
+        drop(handle);
         match outcome {
             Ok(()) => {}
             Err(e) => {
