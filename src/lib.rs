@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sys::install_fork_hook().map_err(errors::os_error)?;
     m.add_class::<r#loop::LoopCore>()?;
+    ffi::fastcall::install::<r#loop::LoopCore>(m.py(), r#loop::FAST_METHODS)?;
     m.add_class::<r#loop::Handle>()?;
     m.add_class::<r#loop::TimerHandle>()?;
     Ok(())

@@ -2,6 +2,7 @@
 //! copying the current context, and the GIL-guarded cell the loop keeps its state in. Each
 //! `unsafe` block states why it holds.
 
+pub mod fastcall;
 mod gil_cell;
 
 pub use gil_cell::{GilCell, GilRefMut};
@@ -18,7 +19,7 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()).map(Bound::unbind) }
 }
 
-/// `context.run(callback, *args)`: enter `context`, call, always exit.
+/// `context.run(call)`: enter `context`, make the call, always exit.
 ///
 /// Calling PyContext_Enter/Exit directly skips building a bound `run` method and an argument
 /// tuple for every callback, which is most of the cost of running a handle.
@@ -26,15 +27,14 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
 pub fn run_in_context<'py>(
     py: Python<'py>,
     context: &Bound<'py, PyAny>,
-    callback: &Bound<'py, PyAny>,
-    args: &Bound<'py, PyTuple>,
+    call: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: the GIL is held; `context` is a live object. PyContext_Enter type-checks it and
     // returns -1 with TypeError/RuntimeError set when it is not an enterable Context.
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
         return Err(PyErr::fetch(py));
     }
-    let result = callback.call1(args);
+    let result = call();
     // SAFETY: we entered exactly this context above on this thread, so exiting it is valid; it
     // cannot fail in that case, and if it did the error would be set and surfaced below.
     let exited = unsafe { ffi::PyContext_Exit(context.as_ptr()) };

@@ -22,12 +22,13 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError};
 
+use super::args::CallArgs;
 use crate::ffi::{self, GilCell};
 
 #[derive(Default)]
 struct Fields {
     callback: Option<Py<PyAny>>,
-    args: Option<Py<PyTuple>>,
+    args: Option<CallArgs>,
     context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
     /// The repr captured at cancel time in debug mode, when the callback is already gone.
@@ -46,7 +47,7 @@ pub struct Handle {
 /// What running a handle needs, taken out of the handle so the callback may re-enter it.
 pub(crate) struct Parts {
     pub callback: Py<PyAny>,
-    pub args: Py<PyTuple>,
+    pub args: CallArgs,
     pub context: Py<PyAny>,
 }
 
@@ -54,7 +55,7 @@ impl Handle {
     pub(crate) fn new(
         py: Python<'_>,
         callback: Py<PyAny>,
-        args: Py<PyTuple>,
+        args: CallArgs,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let context = match context {
@@ -78,7 +79,7 @@ impl Handle {
     pub(crate) fn new_one_shot(
         py: Python<'_>,
         callback: Py<PyAny>,
-        args: Py<PyTuple>,
+        args: CallArgs,
         context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let mut handle = Self::new(py, callback, args, context)?;
@@ -129,7 +130,7 @@ impl Handle {
     pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(f) = self.fields.try_borrow_in_gc() {
             visit.call(&f.callback)?;
-            visit.call(&f.args)?;
+            visit.call(f.args.as_ref().and_then(CallArgs::object))?;
             visit.call(&f.context)?;
             visit.call(&f.source_traceback)?;
         }
@@ -178,6 +179,7 @@ impl Handle {
                 clone(&f.source_traceback),
             )
         };
+        let args = args.map(|a| a.to_tuple(py)).transpose()?;
         if let Some(r) = repr {
             return Ok(r);
         }
@@ -235,7 +237,7 @@ impl Handle {
         context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let _ = r#loop;
-        let args = args.unwrap_or_else(|| PyTuple::empty(py).unbind());
+        let args = args.map(CallArgs::Many).unwrap_or(CallArgs::Zero);
         Handle::new(py, callback, args, context)
     }
 
@@ -267,7 +269,7 @@ impl Handle {
     /// Runs the callback in its context, as the loop does (errors go to the caller).
     fn _run(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(p) = self.parts(py) {
-            ffi::run_in_context(py, p.context.bind(py), p.callback.bind(py), p.args.bind(py))?;
+            ffi::run_in_context(py, p.context.bind(py), || p.args.call(py, p.callback.bind(py)))?;
         }
         Ok(())
     }
@@ -278,8 +280,9 @@ impl Handle {
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.fields.borrow_mut(py).args.as_ref().map(|a| a.clone_ref(py))
+    fn _args<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let args = self.fields.borrow_mut(py).args.as_ref().map(|a| a.clone_ref(py));
+        args.map(|a| a.to_tuple(py)).transpose()
     }
 
     #[getter]

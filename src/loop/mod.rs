@@ -12,9 +12,11 @@
 //! `poller` is held only by the thread running the loop, around the poll itself, and the GIL is
 //! released only while that poll may block.
 
+mod args;
 mod handle;
 mod io;
 mod run;
+mod schedule;
 mod timers;
 
 use std::collections::VecDeque;
@@ -23,14 +25,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mio::{Events, Poll, Registry, Token, Waker};
-use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError};
 
+use args::CallArgs;
 pub use handle::{Handle, TimerHandle};
+pub(crate) use schedule::METHODS as FAST_METHODS;
 
 use crate::errors;
 use crate::ffi::{self, GilCell, GilRefMut};
@@ -160,30 +163,17 @@ impl LoopCore {
     }
 
     fn new_handle(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: CallArgs,
+        context: Option<Py<PyAny>>,
         one_shot: bool,
     ) -> PyResult<Handle> {
-        let (py, callback, args, context) = (slf.py(), callback.unbind(), args.unbind(), context.map(Bound::unbind));
         if one_shot {
             Handle::new_one_shot(py, callback, args, context)
         } else {
             Handle::new(py, callback, args, context)
         }
-    }
-
-    /// A new handle, to be owned by the loop.
-    #[inline]
-    fn new_owned_handle(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-        one_shot: bool,
-    ) -> PyResult<Py<Handle>> {
-        Py::new(slf.py(), Self::new_handle(slf, callback, args, context, one_shot)?)
     }
 
     /// Debug-mode checks and source traceback, done by the Python side (a cold path).
@@ -193,18 +183,47 @@ impl LoopCore {
         Ok(())
     }
 
-    fn schedule_timer(
+    /// `call_soon` / `call_soon_threadsafe`: a one-shot handle at the end of the ready queue.
+    pub(crate) fn push_soon(
+        slf: &Bound<'_, Self>,
+        callback: Py<PyAny>,
+        args: CallArgs,
+        context: Option<Py<PyAny>>,
+        method: &str,
+        threadsafe: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        let handle = Py::new(py, Self::new_handle(py, callback, args, context, true)?)?;
+        if core.is_debug() {
+            Self::debug_hook(slf, handle.bind(py).as_any(), method)?;
+        }
+        let waker = {
+            let mut st = core.state(py);
+            st.ready.push_back(handle.clone_ref(py));
+            (threadsafe && st.sleeping).then(|| st.waker.clone())
+        };
+        if let Some(waker) = waker {
+            // A failed wake only means the eventfd counter is saturated: the loop is awake anyway.
+            let _ = waker.wake();
+        }
+        Ok(handle)
+    }
+
+    /// `call_later` / `call_at`: a one-shot timer in the heap.
+    pub(crate) fn push_timer(
         slf: &Bound<'_, Self>,
         when: f64,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
+        callback: Py<PyAny>,
+        args: CallArgs,
+        context: Option<Py<PyAny>>,
         method: &str,
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Self::new_handle(slf, callback, args, context, true)?;
+        let handle = Self::new_handle(py, callback, args, context, true)?;
         let timer = TimerHandle::new(when, core.cancelled_timers.clone());
         let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
         if core.is_debug() {
@@ -225,7 +244,10 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         core.ensure_own_poller(py)?;
-        let handle = Self::new_owned_handle(slf, callback, args, None, false)?;
+        let handle = Py::new(
+            py,
+            Self::new_handle(py, callback.unbind(), CallArgs::from_tuple(args), None, false)?,
+        )?;
         if core.is_debug() {
             Self::debug_hook(
                 slf,
@@ -372,82 +394,10 @@ impl LoopCore {
         self.clock_resolution
     }
 
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let core = slf.get();
-        core.check_closed()?;
-        let handle = Self::new_owned_handle(slf, callback, args, context, true)?;
-        if core.is_debug() {
-            Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon")?;
-        }
-        core.state(py).ready.push_back(handle.clone_ref(py));
-        Ok(handle)
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let core = slf.get();
-        core.check_closed()?;
-        let handle = Self::new_owned_handle(slf, callback, args, context, true)?;
-        if core.is_debug() {
-            Self::debug_hook(slf, handle.bind(py).as_any(), "call_soon_threadsafe")?;
-        }
-        let waker = {
-            let mut st = core.state(py);
-            st.ready.push_back(handle.clone_ref(py));
-            st.sleeping.then(|| st.waker.clone())
-        };
-        if let Some(waker) = waker {
-            // A failed wake only means the eventfd counter is saturated: the loop is awake anyway.
-            let _ = waker.wake();
-        }
-        Ok(handle)
-    }
-
     /// Wakes a loop blocked in poll (from any thread, or a signal handler's Python code).
     fn _write_to_self(&self, py: Python<'_>) {
         let waker = self.state(py).waker.clone();
         let _ = waker.wake();
-    }
-
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later(
-        slf: &Bound<'_, Self>,
-        delay: Option<f64>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        let Some(delay) = delay else {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        };
-        Self::schedule_timer(slf, sys::monotonic() + delay, callback, args, context, "call_later")
-    }
-
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at(
-        slf: &Bound<'_, Self>,
-        when: Option<f64>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        let Some(when) = when else {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        };
-        Self::schedule_timer(slf, when, callback, args, context, "call_at")
     }
 
     /// Kept for code written against `BaseEventLoop`: our `TimerHandle.cancel` counts itself.

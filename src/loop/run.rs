@@ -166,7 +166,7 @@ fn run_handle(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>) -> PyResult<()> {
     let Some(p) = handle.get().parts(py) else {
         return Ok(());
     };
-    match ffi::run_in_context(py, p.context.bind(py), p.callback.bind(py), p.args.bind(py)) {
+    match ffi::run_in_context(py, p.context.bind(py), || p.args.call(py, p.callback.bind(py))) {
         Ok(_) => Ok(()),
         Err(err) => callback_failed(slf, handle, err),
     }
