@@ -44,6 +44,9 @@ pub struct Handle {
     fields: GilCell<Fields>,
 }
 
+/// A finished handle's callback, arguments and context.
+pub(crate) type Contents = (Option<Py<PyAny>>, Option<CallArgs>, Option<Py<PyAny>>);
+
 /// What running a handle needs, taken out of the handle so the callback may re-enter it.
 pub(crate) struct Parts {
     pub callback: Py<PyAny>,
@@ -97,11 +100,14 @@ impl Handle {
     /// never has to hand it back to the garbage collector.
     #[inline]
     pub(crate) fn finish(&self, py: Python<'_>) {
-        let taken = {
-            let mut f = self.fields.borrow_mut(py);
-            (f.callback.take(), f.args.take(), f.context.take())
-        };
-        drop(taken);
+        drop(self.take_contents(py));
+    }
+
+    /// What `finish` releases, handed to the caller to release when it chooses.
+    #[inline]
+    pub(crate) fn take_contents(&self, py: Python<'_>) -> Contents {
+        let mut f = self.fields.borrow_mut(py);
+        (f.callback.take(), f.args.take(), f.context.take())
     }
 
     #[inline]

@@ -89,6 +89,9 @@ pub struct LoopCore {
     poller: Mutex<Poller>,
     /// The queue being run this turn, swapped with `state.ready` at the start of the turn.
     batch: GilCell<VecDeque<Py<Handle>>>,
+    /// What finished handles still held elsewhere let go of, released one turn later (see
+    /// `run::run_batch`).
+    graveyard: GilCell<Vec<handle::Contents>>,
     closed: AtomicBool,
     stopping: AtomicBool,
     debug: AtomicBool,
@@ -332,6 +335,7 @@ impl LoopCore {
             }),
             poller: Mutex::new(poller),
             batch: GilCell::new(VecDeque::with_capacity(1024)),
+            graveyard: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
@@ -507,6 +511,7 @@ impl LoopCore {
         };
         core.cancelled_timers.store(0, Ordering::Relaxed);
         release_all(py, ready, timers, fds);
+        drop(std::mem::take(&mut *core.graveyard.borrow_mut(py)));
     }
 
     /// How many callbacks wait in the ready queue, and how many timers in the heap.
@@ -534,6 +539,13 @@ impl LoopCore {
         if let Some(f) = self.task_factory.try_borrow_in_gc() {
             visit.call(&*f)?;
         }
+        if let Some(parked) = self.graveyard.try_borrow_in_gc() {
+            for (callback, args, context) in parked.iter() {
+                visit.call(callback)?;
+                visit.call(args.as_ref().and_then(CallArgs::object))?;
+                visit.call(context)?;
+            }
+        }
         Ok(())
     }
 
@@ -548,7 +560,9 @@ impl LoopCore {
         }) else {
             return;
         };
+        let parked = self.graveyard.try_borrow_in_gc().map(|mut g| std::mem::take(&mut *g));
         // The collector calls this with the GIL held.
         Python::attach(|py| release_all(py, ready, timers, fds));
+        drop(parked);
     }
 }
