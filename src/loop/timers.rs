@@ -87,16 +87,9 @@ impl TimerHeap {
     fn sift_down(&mut self, mut i: usize) {
         let len = self.heap.len();
         loop {
-            let first = i * ARITY + 1;
-            if first >= len {
+            let Some(best) = self.min_child(i, len) else {
                 return;
-            }
-            let mut best = first;
-            for child in first + 1..(first + ARITY).min(len) {
-                if self.heap[child].before(&self.heap[best]) {
-                    best = child;
-                }
-            }
+            };
             if !self.heap[best].before(&self.heap[i]) {
                 return;
             }
@@ -105,13 +98,37 @@ impl TimerHeap {
         }
     }
 
+    #[inline]
+    fn min_child(&self, i: usize, len: usize) -> Option<usize> {
+        let first = i * ARITY + 1;
+        if first >= len {
+            return None;
+        }
+        let mut best = first;
+        for child in first + 1..(first + ARITY).min(len) {
+            if self.heap[child].before(&self.heap[best]) {
+                best = child;
+            }
+        }
+        Some(best)
+    }
+
+    /// Moves the root's hole down along the smallest children to a leaf, then puts the last
+    /// entry there and sifts it up: the last entry usually belongs near the bottom, so this
+    /// compares children only, once per level, instead of also against the moving entry.
     fn pop(&mut self) -> Option<Entry> {
         let last = self.heap.pop()?;
         if self.heap.is_empty() {
             return Some(last);
         }
-        let top = std::mem::replace(&mut self.heap[0], last);
-        self.sift_down(0);
+        let len = self.heap.len();
+        let mut hole = 0;
+        while let Some(best) = self.min_child(hole, len) {
+            self.heap.swap(hole, best);
+            hole = best;
+        }
+        let top = std::mem::replace(&mut self.heap[hole], last);
+        self.sift_up(hole);
         Some(top)
     }
 
