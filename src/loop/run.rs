@@ -69,7 +69,8 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         let st = &mut *st;
         if st.timers.len() > 0 {
             let end = sys::monotonic() + core.clock_resolution;
-            while let Some(timer) = st.timers.pop_due(end) {
+            let ready = &mut st.ready;
+            st.timers.drain_due(end, |timer| {
                 let base: Py<Handle> = timer.into_bound(py).into_super().unbind();
                 if base.get().is_cancelled() {
                     // Cancelled behind a live timer, so the purge above did not see it.
@@ -77,9 +78,9 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                     core.cancelled_timers.store(n.saturating_sub(1), Ordering::Relaxed);
                     released.push(base);
                 } else {
-                    st.ready.push_back(base);
+                    ready.push_back(base);
                 }
-            }
+            });
         }
         std::mem::swap(&mut *core.batch.borrow_mut(py), &mut st.ready);
     }
