@@ -27,6 +27,7 @@ from asyncio import coroutines, events, format_helpers, futures, tasks
 from asyncio.log import logger
 
 from ._core import Handle, LoopCore
+from ._sockets import SocketMixin
 
 if not getattr(sys, "_is_gil_enabled", lambda: True)():
     # The native core serializes its state with the GIL (see src/ffi/gil_cell.rs).
@@ -61,7 +62,7 @@ def _format_handle(handle):
     return str(handle)
 
 
-class Loop(LoopCore, events.AbstractEventLoop):
+class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
     """A drop-in replacement for the stdlib event loop."""
 
     def __init__(self):
@@ -443,9 +444,6 @@ class Loop(LoopCore, events.AbstractEventLoop):
         except Exception as ex:
             if not self.is_closed() and not future.cancelled():
                 self.call_soon_threadsafe(future.set_exception, ex)
-
-    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
-        return await self.run_in_executor(None, socket.getaddrinfo, host, port, family, type, proto, flags)
 
     async def getnameinfo(self, sockaddr, flags=0):
         return await self.run_in_executor(None, socket.getnameinfo, sockaddr, flags)
