@@ -26,7 +26,7 @@ import weakref
 from asyncio import coroutines, events, format_helpers, futures, tasks
 from asyncio.log import logger
 
-from ._core import Handle, LoopCore
+from ._core import LoopCore
 from ._sockets import SocketMixin
 
 if not getattr(sys, "_is_gil_enabled", lambda: True)():
@@ -53,6 +53,13 @@ def _run_until_complete_cb(fut):
 
 def _sighandler_noop(signum, frame):
     """A Python-level handler so the C handler writes the signal to the wakeup fd."""
+
+
+def _format_callback(callback, args, debug):
+    if _PY313:
+        # 3.13 shows the arguments only in debug mode.
+        return format_helpers._format_callback_source(callback, args, debug=debug)
+    return format_helpers._format_callback_source(callback, args)
 
 
 def _format_handle(handle):
@@ -378,7 +385,7 @@ class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
 
     def _handle_callback_error(self, handle, exc):
         """A callback raised: report it as the stdlib's Handle._run does."""
-        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+        cb = _format_callback(handle._callback, handle._args, self.get_debug())
         context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
         if handle._source_traceback:
             context["source_traceback"] = handle._source_traceback
@@ -506,7 +513,8 @@ class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
         if handle.cancelled():
             self.remove_signal_handler(sig)
         else:
-            self._add_callback(handle)
+            # asyncio's Handle reports its own errors, as it does on the stdlib loop.
+            self.call_soon(handle._run)
 
     def add_signal_handler(self, sig, callback, *args):
         if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
@@ -522,7 +530,9 @@ class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
             raise RuntimeError(str(exc)) from None
         if not self._signal_handlers and prev != self._csock.fileno():
             self._prev_wakeup_fd = prev
-        handle = Handle(callback, args, self, None)
+        # asyncio's own Handle: it lives as long as the registration, and as a GC object it keeps
+        # a cycle through the callback (e.g. loop.stop) collectable.
+        handle = events.Handle(callback, args, self, None)
         self._signal_handlers[sig] = handle
         try:
             signal.signal(sig, _sighandler_noop)

@@ -44,11 +44,10 @@ pub fn run_in_context<'py>(
     result
 }
 
-/// Whether `obj` is referenced only by its owner, for the collector's traversal (which holds the
-/// GIL but gives no token).
+/// Whether `obj` is referenced by its holder alone.
 #[inline]
-pub fn solely_owned<T>(obj: &Py<T>) -> bool {
-    // SAFETY: reading the refcount of a live object; traversal runs with the GIL held.
+pub fn solely_owned<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
+    // SAFETY: reading the refcount of a live object with the GIL held.
     unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 1 }
 }
 

@@ -151,7 +151,6 @@ impl Handle {
     /// Marks the handle cancelled and releases its callback (outside the borrow: the callback's
     /// finalizer may run Python code).
     fn cancel_inner(&self, py: Python<'_>, debug_repr: Option<String>) {
-        self.cancelled.store(true, Ordering::Relaxed);
         let dropped = {
             let mut f = self.fields.borrow_mut(py);
             if debug_repr.is_some() {
@@ -197,7 +196,16 @@ impl Handle {
         if let (Some(cb), Some(args)) = (callback, args) {
             static FORMAT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
             let format = FORMAT.import(py, "asyncio.format_helpers", "_format_callback_source")?;
-            parts.push(format.call1((cb, args))?.extract()?);
+            // 3.13 shows the arguments only when told the loop is in debug mode; a handle made in
+            // debug mode is the one with a source traceback.
+            let text = if tb.is_some() && py.version_info() >= (3, 13) {
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item("debug", true)?;
+                format.call((cb, args), Some(&kwargs))?
+            } else {
+                format.call1((cb, args))?
+            };
+            parts.push(text.extract()?);
         }
         if let Some(tb) = tb {
             let tb = tb.bind(py);
@@ -251,6 +259,7 @@ impl Handle {
         if slf.get().is_cancelled() {
             return Ok(());
         }
+        slf.get().cancelled.store(true, Ordering::Relaxed);
         let debug_repr = Self::debug_repr(slf)?;
         slf.get().cancel_inner(slf.py(), debug_repr);
         Ok(())
@@ -364,6 +373,7 @@ impl TimerHandle {
         if slf.get().scheduled.load(Ordering::Relaxed) {
             slf.get().cancelled_timers.fetch_add(1, Ordering::Relaxed);
         }
+        base.get().cancelled.store(true, Ordering::Relaxed);
         let debug_repr = Handle::debug_repr(base)?;
         base.get().cancel_inner(slf.py(), debug_repr);
         Ok(())

@@ -42,6 +42,9 @@ pub(crate) fn fd_of(token: Token) -> RawFd {
     (token.0 - 1) as RawFd
 }
 
+/// The handles `IoTable::add` displaces: the same slot's, and a stale one of a closed fd.
+pub(crate) type Displaced = (Option<Py<Handle>>, Option<Py<Handle>>);
+
 #[derive(Default)]
 pub(crate) struct IoTable {
     fds: HashMap<RawFd, Entry>,
@@ -73,14 +76,11 @@ impl IoTable {
         self.fds.len()
     }
 
-    /// Installs `handle` as the reader (or writer) of `fd`, returning the one it replaces.
-    pub fn add(
-        &mut self,
-        registry: &Registry,
-        fd: RawFd,
-        handle: Py<Handle>,
-        write: bool,
-    ) -> io::Result<Option<Py<Handle>>> {
+    /// Installs `handle` as the reader (or writer) of `fd`, returning the handles it displaces:
+    /// the one in the same slot, and the other slot's too when the kernel no longer knows the fd
+    /// (it was closed without `remove_reader`/`remove_writer` and the number now names a new
+    /// file, which must not inherit the old file's callback).
+    pub fn add(&mut self, registry: &Registry, fd: RawFd, handle: Py<Handle>, write: bool) -> io::Result<Displaced> {
         let known = self.fds.contains_key(&fd);
         let mut entry = self.fds.remove(&fd).unwrap_or_default();
         let old = if write {
@@ -89,10 +89,27 @@ impl IoTable {
             entry.reader.replace(handle)
         };
         let interest = entry.interest().expect("an entry with a handle has an interest");
-        match register(registry, fd, interest, known) {
-            Ok(()) => {
+        let mut src = SourceFd(&fd);
+        let result = if known {
+            match registry.reregister(&mut src, token(fd), interest) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let stale = if write {
+                        entry.reader.take()
+                    } else {
+                        entry.writer.take()
+                    };
+                    let interest = entry.interest().expect("the new handle is still there");
+                    registry.register(&mut src, token(fd), interest).map(|()| stale)
+                }
+                other => other.map(|()| None),
+            }
+        } else {
+            register(registry, fd, interest, false).map(|()| None)
+        };
+        match result {
+            Ok(stale) => {
                 self.fds.insert(fd, entry);
-                Ok(old)
+                Ok((old, stale))
             }
             Err(e) => {
                 // Undo: keep whatever was registered before.
@@ -172,11 +189,14 @@ impl IoTable {
         }
     }
 
-    /// Unregisters everything (on close), handing the handles back.
-    pub fn drain(&mut self, registry: &Registry) -> Vec<Py<Handle>> {
+    /// Empties the table (on close), handing the handles back; with a registry, the fds are
+    /// also removed from the poller.
+    pub fn drain(&mut self, registry: Option<&Registry>) -> Vec<Py<Handle>> {
         let mut out = Vec::new();
         for (fd, entry) in self.fds.drain() {
-            deregister(registry, fd);
+            if let Some(registry) = registry {
+                deregister(registry, fd);
+            }
             out.extend(entry.reader);
             out.extend(entry.writer);
         }

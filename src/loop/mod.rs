@@ -71,10 +71,15 @@ pub(crate) struct State {
     pub ready: VecDeque<Py<Handle>>,
     pub timers: timers::TimerHeap,
     pub io: io::IoTable,
-    pub registry: Registry,
-    pub waker: Arc<Waker>,
+    /// The poller's registry and waker; `None` once the loop is closed (their fds released).
+    pub os: Option<Os>,
     /// Set while the loop thread may block in poll, so `call_soon_threadsafe` knows to wake it.
     pub sleeping: bool,
+}
+
+pub(crate) struct Os {
+    pub registry: Registry,
+    pub waker: Arc<Waker>,
 }
 
 pub(crate) struct Poller {
@@ -86,7 +91,7 @@ pub(crate) struct Poller {
 pub struct LoopCore {
     state: GilCell<State>,
     /// Held by the thread running the loop, around the poll; the only state used without the GIL.
-    poller: Mutex<Poller>,
+    poller: Mutex<Option<Poller>>,
     /// The queue being run this turn, swapped with `state.ready` at the start of the turn.
     batch: GilCell<VecDeque<Py<Handle>>>,
     /// What finished handles still held elsewhere let go of, released one turn later (see
@@ -103,7 +108,7 @@ pub struct LoopCore {
     fork_generation: AtomicU64,
 }
 
-fn new_poller() -> std::io::Result<(Poller, Registry, Arc<Waker>)> {
+fn new_poller() -> std::io::Result<(Poller, Os)> {
     let poll = Poll::new()?;
     let registry = poll.registry().try_clone()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
@@ -112,8 +117,7 @@ fn new_poller() -> std::io::Result<(Poller, Registry, Arc<Waker>)> {
             poll,
             events: Events::with_capacity(1024),
         },
-        registry,
-        waker,
+        Os { registry, waker },
     ))
 }
 
@@ -121,6 +125,17 @@ impl LoopCore {
     #[inline]
     pub(crate) fn state<'a>(&'a self, py: Python<'_>) -> GilRefMut<'a, State> {
         self.state.borrow_mut(py)
+    }
+
+    /// Empties the fd table. In a child after `fork()` the epoll instance is still the parent's,
+    /// so the registrations are forgotten, not removed: removing them would silence the
+    /// parent's readers.
+    fn take_fds(&self, io: &mut io::IoTable, os: Option<&Os>) -> Vec<Py<Handle>> {
+        let forked = self.fork_generation.load(Ordering::Relaxed) != sys::fork_generation();
+        match os {
+            Some(os) if !forked => io.drain(Some(&os.registry)),
+            _ => io.drain(None),
+        }
     }
 
     #[inline]
@@ -155,12 +170,15 @@ impl LoopCore {
                 "the event loop was running in another thread when the process forked; it cannot be used in the child",
             ));
         };
-        let (fresh, registry, waker) = new_poller().map_err(errors::os_error)?;
+        if poller.is_none() {
+            // Closed: nothing to rebuild.
+            return Ok(());
+        }
+        let (fresh, os) = new_poller().map_err(errors::os_error)?;
         let mut st = self.state(py);
-        st.io.register_all(&registry);
-        st.registry = registry;
-        st.waker = waker;
-        *poller = fresh;
+        st.io.register_all(&os.registry);
+        st.os = Some(os);
+        *poller = Some(fresh);
         self.fork_generation.store(generation, Ordering::Relaxed);
         Ok(())
     }
@@ -205,7 +223,9 @@ impl LoopCore {
         let waker = {
             let mut st = core.state(py);
             st.ready.push_back(handle.clone_ref(py));
-            (threadsafe && st.sleeping).then(|| st.waker.clone())
+            (threadsafe && st.sleeping)
+                .then(|| st.os.as_ref().map(|os| os.waker.clone()))
+                .flatten()
         };
         if let Some(waker) = waker {
             // A failed wake only means the eventfd counter is saturated: the loop is awake anyway.
@@ -261,15 +281,15 @@ impl LoopCore {
         let old = {
             let mut st = core.state(py);
             let st = &mut *st;
-            st.io.add(&st.registry, fd, handle.clone_ref(py), write)
+            let Some(os) = st.os.as_ref() else {
+                return Err(errors::loop_closed());
+            };
+            st.io.add(&os.registry, fd, handle.clone_ref(py), write)
         };
-        match old {
-            Ok(Some(old)) => {
-                Handle::cancel_py(old.bind(py))?;
-                drop(old);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(errors::os_error(e)),
+        let (old, stale) = old.map_err(errors::os_error)?;
+        for displaced in old.into_iter().chain(stale) {
+            Handle::cancel_py(displaced.bind(py))?;
+            displaced.get().finish(py);
         }
         Ok(handle)
     }
@@ -284,12 +304,15 @@ impl LoopCore {
         let old = {
             let mut st = core.state(py);
             let st = &mut *st;
-            st.io.remove(&st.registry, fd, write)
+            let Some(os) = st.os.as_ref() else {
+                return Ok(false);
+            };
+            st.io.remove(&os.registry, fd, write)
         };
         match old {
             Some(old) => {
                 Handle::cancel_py(old.bind(py))?;
-                drop(old);
+                old.get().finish(py);
                 Ok(true)
             }
             None => Ok(false),
@@ -308,14 +331,11 @@ fn release_all(py: Python<'_>, ready: VecDeque<Py<Handle>>, timers: Vec<Py<Timer
     }
 }
 
-/// Reports a queued handle's contents as the loop's own references, when the loop is its only
-/// owner; a handle also held elsewhere is reported by no one, so the collector treats what it
-/// holds as reachable rather than clearing objects a live handle still points to.
-fn visit_owned(handle: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-    if ffi::solely_owned(handle) {
-        handle.get().visit_contents(visit)?;
-    }
-    Ok(())
+/// Reports a handle's contents as the loop's own references (handles are not GC objects; see
+/// `handle.rs`). Each handle must be reported once: one-shot handles from the queues, fd
+/// handles from the fd table.
+fn visit_handle(handle: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    handle.get().visit_contents(visit)
 }
 
 #[pymethods]
@@ -323,17 +343,16 @@ impl LoopCore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let (poller, registry, waker) = new_poller().map_err(errors::os_error)?;
+        let (poller, os) = new_poller().map_err(errors::os_error)?;
         Ok(LoopCore {
             state: GilCell::new(State {
                 ready: VecDeque::with_capacity(1024),
                 timers: timers::TimerHeap::default(),
                 io: io::IoTable::default(),
-                registry,
-                waker,
+                os: Some(os),
                 sleeping: false,
             }),
-            poller: Mutex::new(poller),
+            poller: Mutex::new(Some(poller)),
             batch: GilCell::new(VecDeque::with_capacity(1024)),
             graveyard: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -400,8 +419,10 @@ impl LoopCore {
 
     /// Wakes a loop blocked in poll (from any thread, or a signal handler's Python code).
     fn _write_to_self(&self, py: Python<'_>) {
-        let waker = self.state(py).waker.clone();
-        let _ = waker.wake();
+        let waker = self.state(py).os.as_ref().map(|os| os.waker.clone());
+        if let Some(waker) = waker {
+            let _ = waker.wake();
+        }
     }
 
     /// Kept for code written against `BaseEventLoop`: our `TimerHandle.cancel` counts itself.
@@ -445,15 +466,6 @@ impl LoopCore {
             ),
             None => (None, None),
         }
-    }
-
-    /// Queues an existing handle (signal handlers reuse theirs for every delivery).
-    fn _add_callback(&self, py: Python<'_>, handle: Py<Handle>) -> PyResult<()> {
-        self.check_closed()?;
-        if !handle.get().is_cancelled() {
-            self.state(py).ready.push_back(handle);
-        }
-        Ok(())
     }
 
     fn stop(&self) {
@@ -501,17 +513,24 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.closed.store(true, Ordering::Relaxed);
-        let (ready, timers, fds) = {
+        let (ready, timers, fds, os) = {
             let mut st = core.state(py);
             let st = &mut *st;
-            let ready = std::mem::take(&mut st.ready);
-            let timers = st.timers.drain();
-            let fds = st.io.drain(&st.registry);
-            (ready, timers, fds)
+            let os = st.os.take();
+            let fds = core.take_fds(&mut st.io, os.as_ref());
+            (std::mem::take(&mut st.ready), st.timers.drain(), fds, os)
         };
         core.cancelled_timers.store(0, Ordering::Relaxed);
         release_all(py, ready, timers, fds);
         drop(std::mem::take(&mut *core.graveyard.borrow_mut(py)));
+        // Release the epoll instance and the waker's eventfd now, not when the loop is freed. A
+        // loop running in another thread cannot be closed (the Python side checks), so the
+        // poller is free unless a poll is being torn down concurrently; then it goes with the
+        // loop object.
+        drop(os);
+        if let Ok(mut poller) = core.poller.try_lock() {
+            drop(poller.take());
+        }
     }
 
     /// How many callbacks wait in the ready queue, and how many timers in the heap.
@@ -522,18 +541,16 @@ impl LoopCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(st) = self.state.try_borrow_in_gc() {
-            for h in st.ready.iter().chain(st.io.handles()) {
-                visit_owned(h, &visit)?;
+            for h in st.ready.iter().filter(|h| h.get().is_one_shot()).chain(st.io.handles()) {
+                visit_handle(h, &visit)?;
             }
             for t in st.timers.iter() {
-                if ffi::solely_owned(t) {
-                    ffi::traversal_token(|py| t.bind(py).as_super().get().visit_contents(&visit))?;
-                }
+                ffi::traversal_token(|py| visit_handle(t.bind(py).as_super().as_unbound(), &visit))?;
             }
         }
         if let Some(batch) = self.batch.try_borrow_in_gc() {
-            for h in batch.iter() {
-                visit_owned(h, &visit)?;
+            for h in batch.iter().filter(|h| h.get().is_one_shot()) {
+                visit_handle(h, &visit)?;
             }
         }
         if let Some(f) = self.task_factory.try_borrow_in_gc() {
@@ -552,11 +569,8 @@ impl LoopCore {
     fn __clear__(&self) {
         let Some((ready, timers, fds)) = self.state.try_borrow_in_gc().map(|mut st| {
             let st = &mut *st;
-            (
-                std::mem::take(&mut st.ready),
-                st.timers.drain(),
-                st.io.drain(&st.registry),
-            )
+            let fds = self.take_fds(&mut st.io, st.os.as_ref());
+            (std::mem::take(&mut st.ready), st.timers.drain(), fds)
         }) else {
             return;
         };

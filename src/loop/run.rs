@@ -27,6 +27,17 @@ use crate::{errors, ffi, sys};
 /// Poll timeouts are capped; a loop with nothing to do wakes up once a day and sleeps again.
 const MAX_TIMEOUT: f64 = 86_400.0;
 
+/// How long to wait for a timer due at `when`: never negative, never NaN (a NaN deadline is due
+/// now), capped.
+fn timeout_until(when: f64, now: f64) -> Duration {
+    let left = when - now;
+    if left > 0.0 {
+        Duration::from_secs_f64(left.min(MAX_TIMEOUT))
+    } else {
+        Duration::ZERO
+    }
+}
+
 pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let py = slf.py();
     let core = slf.get();
@@ -49,14 +60,10 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             (st.io.len() > 0).then_some(Some(Duration::ZERO))
         } else {
             st.sleeping = true;
-            Some(
-                st.timers
-                    .next_when()
-                    .map(|when| Duration::from_secs_f64((when - sys::monotonic()).clamp(0.0, MAX_TIMEOUT))),
-            )
+            Some(st.timers.next_when().map(|when| timeout_until(when, sys::monotonic())))
         }
     };
-    drop(std::mem::take(&mut released));
+    finish_all(py, std::mem::take(&mut released));
 
     if let Some(timeout) = poll_timeout {
         poll(slf, timeout)?;
@@ -84,7 +91,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         }
         std::mem::swap(&mut *core.batch.borrow_mut(py), &mut st.ready);
     }
-    drop(released);
+    finish_all(py, released);
 
     run_batch(slf)
 }
@@ -95,7 +102,9 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
     let Ok(mut poller) = core.poller.try_lock() else {
         return Err(errors::runtime("This event loop is already running"));
     };
-    let super::Poller { poll, events } = &mut *poller;
+    let Some(super::Poller { poll, events }) = poller.as_mut() else {
+        return Err(errors::loop_closed());
+    };
     let result = if timeout == Some(Duration::ZERO) {
         poll.poll(events, timeout)
     } else {
@@ -106,7 +115,7 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
         let mut st = core.state(py);
         let st = &mut *st;
         st.sleeping = false;
-        if result.is_ok() {
+        if let (Ok(()), Some(os)) = (&result, st.os.as_ref()) {
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
                     continue;
@@ -115,7 +124,7 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
                 st.io.dispatch(
                     py,
-                    &st.registry,
+                    &os.registry,
                     super::io::fd_of(event.token()),
                     (readable, writable),
                     &mut st.ready,
@@ -125,13 +134,20 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
         }
     }
     drop(poller);
-    drop(dropped);
+    finish_all(py, dropped);
     match result {
         Ok(()) => Ok(()),
         // A signal arrived while we were blocked: let Python run its handlers now, so Ctrl-C
         // raises KeyboardInterrupt out of the loop as it does with the stdlib.
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals(),
         Err(e) => Err(errors::os_error(e)),
+    }
+}
+
+/// Cancelled handles the loop lets go of hold nothing more (see `handle.rs`).
+fn finish_all(py: Python<'_>, handles: Vec<Py<Handle>>) {
+    for h in handles {
+        h.get().finish(py);
     }
 }
 
@@ -154,7 +170,7 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         };
         drop(previous.pop());
         if handle.get().is_one_shot() {
-            if ffi::solely_owned(&handle) {
+            if ffi::solely_owned(py, &handle) {
                 drop(handle);
             } else {
                 let contents = handle.get().take_contents(py);

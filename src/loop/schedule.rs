@@ -26,38 +26,60 @@ fn missing(method: &str, what: &str) -> PyErr {
 }
 
 fn parse<'a, 'py>(method: &str, fixed: Option<&str>, a: &FastArgs<'a, 'py>) -> PyResult<Call<'a, 'py>> {
-    let first = usize::from(fixed.is_some());
-    if a.len() <= first {
-        return Err(missing(
-            method,
-            if a.len() == 0 {
-                fixed.unwrap_or("callback")
-            } else {
-                "callback"
-            },
-        ));
-    }
-    let py = a.get(0).py();
+    // Positional order: [fixed], callback, *args. `fixed` and `callback` may also come as
+    // keywords when they are not given positionally (then no extra arguments can precede them).
+    let mut named = [None, None];
     let mut context = None;
     for i in 0..a.keyword_count() {
         let (name, value) = a.keyword(i);
-        if name.as_ptr() == intern!(py, "context").as_ptr() || name.to_str()? == "context" {
-            context = (!value.is_none()).then(|| value.to_owned().unbind());
+        let py = value.py();
+        let slot = if name.as_ptr() == intern!(py, "context").as_ptr() {
+            None
         } else {
-            let name = name.to_string_lossy();
-            return Err(PyTypeError::new_err(format!(
-                "{method}() got an unexpected keyword argument '{name}'"
-            )));
+            let name = name.to_str()?;
+            match name {
+                "context" => None,
+                "callback" => Some(1),
+                n if Some(n) == fixed => Some(0),
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{method}() got an unexpected keyword argument '{name}'"
+                    )))
+                }
+            }
+        };
+        match slot {
+            None => context = (!value.is_none()).then(|| value.to_owned().unbind()),
+            Some(k) => named[k] = Some(value),
         }
     }
-    let args = match a.len() - first - 1 {
+    let mut next = 0;
+    let mut take = |kw: Option<Borrowed<'a, 'py, PyAny>>, what: &str| -> PyResult<Borrowed<'a, 'py, PyAny>> {
+        if next < a.len() {
+            if kw.is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got multiple values for argument '{what}'"
+                )));
+            }
+            next += 1;
+            Ok(a.get(next - 1))
+        } else {
+            kw.ok_or_else(|| missing(method, what))
+        }
+    };
+    let fixed_value = match fixed {
+        Some(what) => Some(take(named[0], what)?),
+        None => None,
+    };
+    let callback = take(named[1], "callback")?;
+    let args = match a.len().saturating_sub(next) {
         0 => CallArgs::Zero,
-        1 => CallArgs::One(a.get(first + 1).to_owned().unbind()),
-        _ => CallArgs::Many(a.tuple_from(first + 1)?.unbind()),
+        1 => CallArgs::One(a.get(next).to_owned().unbind()),
+        _ => CallArgs::Many(a.tuple_from(next)?.unbind()),
     };
     Ok(Call {
-        fixed: fixed.map(|_| a.get(0)),
-        callback: a.get(first).to_owned().unbind(),
+        fixed: fixed_value,
+        callback: callback.to_owned().unbind(),
         args,
         context,
     })
@@ -92,7 +114,8 @@ fn call_later<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bo
         return Err(PyTypeError::new_err("delay must not be None"));
     }
     let when = sys::monotonic() + delay.extract::<f64>()?;
-    let timer = LoopCore::push_timer(slf, when, c.callback, c.args, c.context, "call_later")?;
+    // The stdlib's call_later goes through call_at, and its debug-mode errors say so.
+    let timer = LoopCore::push_timer(slf, when, c.callback, c.args, c.context, "call_at")?;
     Ok(timer.into_bound(slf.py()).into_any())
 }
 

@@ -17,9 +17,13 @@ use super::handle::TimerHandle;
 const MIN_SCHEDULED_FOR_COMPACTION: usize = 100;
 const ARITY: usize = 4;
 
-/// Maps an f64 to a u64 with the same order (for every non-NaN value).
+/// Maps an f64 to a u64 with the same order. NaN maps below everything: the stdlib loop runs a
+/// timer whose deadline is NaN at once (no comparison with NaN says "not yet").
 #[inline]
 fn order_key(when: f64) -> u64 {
+    if when.is_nan() {
+        return 0;
+    }
     let bits = when.to_bits();
     if bits >> 63 == 1 {
         !bits

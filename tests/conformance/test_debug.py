@@ -213,3 +213,17 @@ def test_run_with_debug_true(run_entry):
 
     assert run_entry(main(), debug=True) is True
     assert run_entry(main(), debug=False) is False
+
+
+def test_debug_handle_repr_shows_arguments_and_cancelled(loop):
+    loop.set_debug(True)
+
+    def cb(x):
+        pass
+
+    handle = loop.call_soon(cb, 42)
+    assert "cb(42)" in repr(handle)
+    handle.cancel()
+    assert "cancelled" in repr(handle)
+    assert "cb(42)" in repr(handle)
+    loop.set_debug(False)

@@ -412,3 +412,31 @@ def test_handle_get_context_implicit_copy(loop):
     assert isinstance(ctx, contextvars.Context)
     assert ctx[var] == "value"
     run_briefly(loop)
+
+
+def test_scheduling_methods_accept_their_parameters_as_keywords(loop):
+    calls = []
+    loop.call_soon(callback=lambda: calls.append("soon"), context=None)
+    loop.call_later(delay=0, callback=lambda: calls.append("later"))
+    loop.call_at(when=loop.time(), callback=lambda: calls.append("at"))
+    loop.call_soon_threadsafe(callback=lambda: calls.append("threadsafe"))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert sorted(calls) == ["at", "later", "soon", "threadsafe"]
+    with pytest.raises(TypeError):
+        loop.call_soon(calls.append, callback=calls.append)
+    with pytest.raises(TypeError):
+        loop.call_later(0, calls.append, bogus=1)
+
+
+def test_nan_deadline_does_not_break_the_loop(loop):
+    ran = []
+    loop.call_at(float("nan"), ran.append, 1)
+    try:
+        loop.run_until_complete(asyncio.sleep(0.01))
+    except ValueError:
+        # 3.13's selector loop rejects it while computing the poll timeout.
+        pass
+    loop.call_soon(ran.append, 2)
+    run = loop.run_until_complete(asyncio.sleep(0, "alive"))
+    assert run == "alive"
+    assert 2 in ran
