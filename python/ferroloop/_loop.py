@@ -471,6 +471,11 @@ class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
     def remove_writer(self, fd):
         return self._remove_writer(selectors._fileobj_to_fd(fd))
 
+    def _stop_serving(self, sock):
+        # What the selector loop does when a server stops listening on `sock`.
+        self._remove_reader(sock.fileno())
+        sock.close()
+
     # -- signals -----------------------------------------------------------------------------
 
     def _check_signal(self, sig):

@@ -18,6 +18,20 @@ _NETWORKING = (
 
 _SUBPROCESS = "needs subprocess support (create_subprocess_exec), which the TLS and subprocesses issue adds"
 
+_SELECTOR_INTERNALS = (
+    "patches loop._run_once and reads loop._selector, internals of the selector loop; "
+    "ferroloop's native run loop has neither"
+)
+
+
+def _needs(method: str) -> str:
+    return f"needs loop.{method}() (transports), which the networking issue adds"
+
+
+def _needs_subprocess(method: str) -> str:
+    return f"needs loop.{method}(), which the TLS and subprocesses issue adds"
+
+
 KNOWN_FAILURES: dict[str, str | dict[str, str]] = {
     "test.test_asyncio.test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_blocking_error": _NETWORKING,
     "test.test_asyncio.test_unix_events.SelectorEventLoopUnixSockSendfileTests.test_sock_sendfile_cancel1": _NETWORKING,
@@ -35,4 +49,147 @@ KNOWN_FAILURES: dict[str, str | dict[str, str]] = {
         "3.12": _SUBPROCESS,
         "3.13": _SUBPROCESS,
     },
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_bidirectional_pty": _needs("connect_read_pipe"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_connect_accepted_socket": _needs(
+        "connect_accepted_socket"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_connect_accepted_socket_ssl_timeout_for_plain_socket": _needs(
+        "connect_accepted_socket"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_connection": _needs("create_connection"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_connection_local_addr": _needs(
+        "create_connection"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_connection_local_addr_in_use": _needs(
+        "create_connection"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_connection_local_addr_nomatch_family": _needs(
+        "create_connection"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_connection_local_addr_skip_different_family": _needs(
+        "create_connection"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_datagram_endpoint": _needs(
+        "create_datagram_endpoint"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_datagram_endpoint_ipv6": _needs(
+        "create_datagram_endpoint"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_datagram_endpoint_sock": _needs(
+        "create_datagram_endpoint"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server": _needs("create_server"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_addr_in_use": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_dual_stack": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_multiple_hosts_ipv4": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_multiple_hosts_ipv6": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_reuse_port": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_sock": _needs("create_server"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_ssl": _needs("create_server"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_ssl_match_failed": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_ssl_verified": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_ssl_verify_failed": _needs(
+        "create_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_server_trsock": {
+        "3.12": _needs("create_server"),
+        "3.13": _needs("create_server"),
+    },
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_ssl_connection": _needs(
+        "create_connection"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_ssl_unix_connection": _needs(
+        "create_unix_connection"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_unix_connection": _needs(
+        "create_unix_connection"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_unix_server": _needs("create_unix_server"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_unix_server_path_socket_error": _needs(
+        "create_unix_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_unix_server_ssl": _needs(
+        "create_unix_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_unix_server_ssl_verified": _needs(
+        "create_unix_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_create_unix_server_ssl_verify_failed": _needs(
+        "create_unix_server"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_datagram_send_to_non_listening_address": {
+        "3.13": _needs("create_datagram_endpoint")
+    },
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_read_pipe": _needs("connect_read_pipe"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_read_pty_output": _needs("connect_read_pipe"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_server_close": _needs("create_server"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_ssl_connect_accepted_socket": _needs(
+        "connect_accepted_socket"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_close_after_finish": _needs_subprocess(
+        "subprocess_shell"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_close_client_stream": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_exec": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_exec_invalid_args": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_exitcode": _needs_subprocess(
+        "subprocess_shell"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_interactive": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_kill": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_send_signal": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_shell": _needs_subprocess(
+        "subprocess_shell"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_shell_invalid_args": _needs_subprocess(
+        "subprocess_shell"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_stderr": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_stderr_redirect_to_stdout": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_terminate": _needs_subprocess(
+        "subprocess_exec"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_subprocess_wait_no_same_group": _needs_subprocess(
+        "subprocess_shell"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_timeout_rounding": _SELECTOR_INTERNALS,
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_unclosed_pipe_transport": _needs(
+        "connect_read_pipe"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_write_pipe": _needs("connect_write_pipe"),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_write_pipe_disconnect_on_close": _needs(
+        "connect_write_pipe"
+    ),
+    "test.test_asyncio.test_events.EPollEventLoopTests.test_write_pty": _needs("connect_write_pipe"),
+    "test.test_asyncio.test_events.TestServer.test_get_loop": _needs("create_server"),
 }

@@ -58,7 +58,8 @@ from pathlib import Path
 PKG = "test.test_asyncio"
 DEFAULT_MODULES = (
     "test_tasks test_taskgroups test_timeouts test_waitfor test_locks test_queues test_futures2 "
-    "test_threads test_context test_runners test_base_events test_unix_events"
+    "test_threads test_context test_runners test_base_events test_unix_events test_events "
+    "test_eager_task_factory test_pep492 test_futures"
 ).split()
 DUPLICATE_VARIANT = re.compile(r"(Kqueue|Poll|Select)EventLoopTests")
 RANK = {"skip": 0, "pass": 1, "xfail": 2, "upass": 3, "fail": 4, "error": 5}
