@@ -94,9 +94,9 @@ pub struct LoopCore {
     poller: Mutex<Option<Poller>>,
     /// The queue being run this turn, swapped with `state.ready` at the start of the turn.
     batch: GilCell<VecDeque<Py<Handle>>>,
-    /// What finished handles still held elsewhere let go of, released one turn later (see
-    /// `run::run_batch`).
-    graveyard: GilCell<Vec<handle::Contents>>,
+    /// Weak holds on the parked contents of fired handles that are still held elsewhere (see
+    /// `handle::Fields::parked`), emptied by `_sweep_parked` before each garbage collection.
+    parked: GilCell<Vec<std::sync::Weak<handle::Parked>>>,
     closed: AtomicBool,
     stopping: AtomicBool,
     debug: AtomicBool,
@@ -354,7 +354,7 @@ impl LoopCore {
             }),
             poller: Mutex::new(Some(poller)),
             batch: GilCell::new(VecDeque::with_capacity(1024)),
-            graveyard: GilCell::new(Vec::new()),
+            parked: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
@@ -522,7 +522,7 @@ impl LoopCore {
         };
         core.cancelled_timers.store(0, Ordering::Relaxed);
         release_all(py, ready, timers, fds);
-        drop(std::mem::take(&mut *core.graveyard.borrow_mut(py)));
+        Self::_sweep_parked(core, py);
         // Release the epoll instance and the waker's eventfd now, not when the loop is freed. A
         // loop running in another thread cannot be closed (the Python side checks), so the
         // poller is free unless a poll is being torn down concurrently; then it goes with the
@@ -531,6 +531,22 @@ impl LoopCore {
         if let Ok(mut poller) = core.poller.try_lock() {
             drop(poller.take());
         }
+    }
+
+    /// Empties the parked contents of fired handles still held elsewhere. Called before every
+    /// garbage collection (a `gc.callbacks` hook on the Python side): a handle is not a GC object,
+    /// so contents it kept could hide a reference cycle (an object holding the handle of a timer
+    /// that called its method); contents parked by handles that already died went with them,
+    /// freed in step with the code that let the handle go, which keeps collections rare.
+    fn _sweep_parked(&self, py: Python<'_>) {
+        let parked = std::mem::take(&mut *self.parked.borrow_mut(py));
+        let mut released = Vec::new();
+        for weak in parked {
+            if let Some(contents) = weak.upgrade() {
+                released.push(std::mem::take(&mut *contents.borrow_mut(py)));
+            }
+        }
+        drop(released);
     }
 
     /// How many callbacks wait in the ready queue, and how many timers in the heap.
@@ -556,13 +572,7 @@ impl LoopCore {
         if let Some(f) = self.task_factory.try_borrow_in_gc() {
             visit.call(&*f)?;
         }
-        if let Some(parked) = self.graveyard.try_borrow_in_gc() {
-            for (callback, args, context) in parked.iter() {
-                visit.call(callback)?;
-                visit.call(args.as_ref().and_then(CallArgs::object))?;
-                visit.call(context)?;
-            }
-        }
+
         Ok(())
     }
 
@@ -574,9 +584,7 @@ impl LoopCore {
         }) else {
             return;
         };
-        let parked = self.graveyard.try_borrow_in_gc().map(|mut g| std::mem::take(&mut *g));
         // The collector calls this with the GIL held.
         Python::attach(|py| release_all(py, ready, timers, fds));
-        drop(parked);
     }
 }

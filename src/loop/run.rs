@@ -6,12 +6,11 @@
 //! When no fd is registered and something is ready, the poll is skipped: it could report
 //! nothing, and `call_soon_threadsafe` pushes straight into the ready queue.
 //!
-//! A one-shot handle that has run lets go of its callback, arguments and context (see
-//! `handle.rs`). If nothing else holds the handle it simply dies. If something does (a sleeping
-//! coroutine keeps its timer handle until it resumes), the contents are parked and released one
-//! at a time between the callbacks of the next batch: released in bulk at a turn boundary, their
-//! frees would fall right after a collection, where the collector's allocation count is already
-//! zero, and the next turn's allocations would trigger extra collections.
+//! A one-shot handle that has run is done. If nothing else holds it, it simply dies. If something
+//! does (a sleeping coroutine keeps its timer handle until it resumes), its contents are parked:
+//! they go when the handle goes, in step with the code that lets it go (freeing them in bulk at a
+//! turn boundary instead made the next turn's allocations trigger extra collections), or at the
+//! loop's sweep before the next collection, whichever comes first.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -155,9 +154,6 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let py = slf.py();
     let core = slf.get();
     let debug = core.is_debug();
-    // The contents parked by the previous batch: one is released after each callback of this
-    // batch, the rest when it ends (see the module docs).
-    let mut previous = std::mem::take(&mut *core.graveyard.borrow_mut(py));
     loop {
         // Borrowed only to pop: callbacks run with no borrow of loop state held.
         let Some(handle) = core.batch.borrow_mut(py).pop_front() else {
@@ -168,13 +164,12 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         } else {
             run_handle(slf, &handle)
         };
-        drop(previous.pop());
         if handle.get().is_one_shot() {
             if ffi::solely_owned(py, &handle) {
                 drop(handle);
             } else {
-                let contents = handle.get().take_contents(py);
-                core.graveyard.borrow_mut(py).push(contents);
+                let weak = handle.get().park(py);
+                core.parked.borrow_mut(py).push(weak);
             }
         }
         match outcome {
