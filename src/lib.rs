@@ -12,6 +12,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sys::install_fork_hook().map_err(errors::os_error)?;
     m.add_class::<r#loop::LoopCore>()?;
     ffi::fastcall::install::<r#loop::LoopCore>(m.py(), r#loop::FAST_METHODS)?;
+    ffi::fastcall::install::<r#loop::Handle>(m.py(), r#loop::HANDLE_METHODS)?;
+    ffi::fastcall::install::<r#loop::TimerHandle>(m.py(), r#loop::TIMER_METHODS)?;
     m.add_class::<r#loop::Handle>()?;
     m.add_class::<r#loop::TimerHandle>()?;
     Ok(())

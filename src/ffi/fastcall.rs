@@ -73,8 +73,24 @@ pub unsafe fn trampoline(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: per this function's contract the GIL is held for the whole call.
-    let py = unsafe { Python::assume_attached() };
+    // Attach through PyO3 (a thread-local check: the GIL is already held) rather than assuming
+    // it: PyO3 decides by that bookkeeping whether a `Py<T>` dropped during the call can be
+    // released at once, and without it those drops would be leaked.
+    Python::attach(|py| call(py, method, slf, args, nargsf, kwnames))
+}
+
+/// The body of `trampoline`, attached.
+///
+/// # Safety
+/// As for `trampoline`.
+unsafe fn call(
+    py: Python<'_>,
+    method: FastMethod,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: per the contract above; the slices live as long as this call.
         let (slf, fast) = unsafe {

@@ -62,6 +62,17 @@ pub(crate) struct Parts {
 }
 
 impl Handle {
+    /// `handle.cancel()`.
+    pub(crate) fn cancel_py(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_cancelled() {
+            return Ok(());
+        }
+        slf.get().cancelled.store(true, Ordering::Relaxed);
+        let debug_repr = Self::debug_repr(slf)?;
+        slf.get().cancel_inner(slf.py(), debug_repr);
+        Ok(())
+    }
+
     pub(crate) fn new(
         py: Python<'_>,
         callback: Py<PyAny>,
@@ -158,11 +169,6 @@ impl Handle {
             visit.call(&f.source_traceback)?;
         }
         Ok(())
-    }
-
-    /// `handle.cancel()` from Rust.
-    pub(crate) fn cancel_py(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::cancel(slf)
     }
 
     /// Marks the handle cancelled and releases its callback (outside the borrow: the callback's
@@ -272,16 +278,6 @@ impl Handle {
         Handle::new(py, callback, args, context)
     }
 
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.get().is_cancelled() {
-            return Ok(());
-        }
-        slf.get().cancelled.store(true, Ordering::Relaxed);
-        let debug_repr = Self::debug_repr(slf)?;
-        slf.get().cancel_inner(slf.py(), debug_repr);
-        Ok(())
-    }
-
     fn cancelled(&self) -> bool {
         self.is_cancelled()
     }
@@ -364,6 +360,21 @@ impl TimerHandle {
         }
     }
 
+    /// `timer_handle.cancel()`: also counts the cancellation for the heap's compaction.
+    pub(crate) fn cancel_py(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let base = slf.as_super();
+        if base.get().is_cancelled() {
+            return Ok(());
+        }
+        if slf.get().scheduled.load(Ordering::Relaxed) {
+            slf.get().cancelled_timers.fetch_add(1, Ordering::Relaxed);
+        }
+        base.get().cancelled.store(true, Ordering::Relaxed);
+        let debug_repr = Handle::debug_repr(base)?;
+        base.get().cancel_inner(slf.py(), debug_repr);
+        Ok(())
+    }
+
     #[inline]
     pub(crate) fn seq_set(&self, seq: u64) {
         self.seq.store(seq, Ordering::Relaxed);
@@ -382,20 +393,6 @@ impl TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let base = slf.as_super();
-        if base.get().is_cancelled() {
-            return Ok(());
-        }
-        if slf.get().scheduled.load(Ordering::Relaxed) {
-            slf.get().cancelled_timers.fetch_add(1, Ordering::Relaxed);
-        }
-        base.get().cancelled.store(true, Ordering::Relaxed);
-        let debug_repr = Handle::debug_repr(base)?;
-        base.get().cancel_inner(slf.py(), debug_repr);
-        Ok(())
-    }
-
     fn when(&self) -> f64 {
         self.when
     }

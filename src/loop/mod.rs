@@ -13,10 +13,10 @@
 //! released only while that poll may block.
 
 mod args;
+mod fast;
 mod handle;
 mod io;
 mod run;
-mod schedule;
 mod timers;
 
 use std::collections::VecDeque;
@@ -32,8 +32,8 @@ use pyo3::types::PyTuple;
 use pyo3::{intern, PyTraverseError};
 
 use args::CallArgs;
+pub(crate) use fast::{HANDLE_METHODS, METHODS as FAST_METHODS, TIMER_METHODS};
 pub use handle::{Handle, TimerHandle};
-pub(crate) use schedule::METHODS as FAST_METHODS;
 
 use crate::errors;
 use crate::ffi::{self, GilCell, GilRefMut};
@@ -181,6 +181,37 @@ impl LoopCore {
         *poller = Some(fresh);
         self.fork_generation.store(generation, Ordering::Relaxed);
         Ok(())
+    }
+
+    pub(crate) fn new_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = classes(py)?;
+        ffi::call_kw(py, c.future.bind(py), &[], c.kw_loop.bind(py), &[slf.as_any()])
+    }
+
+    /// `Task(coro, loop=self, name=name, context=context)`; with a task factory or in debug mode
+    /// the Python side's `_create_task_slow` does what the stdlib does there.
+    pub(crate) fn new_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        if core.is_debug() || core.task_factory.borrow_mut(py).is_some() {
+            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
+        }
+        let c = classes(py)?;
+        let this = slf.as_any();
+        let (kwnames, kwvalues): (&Py<PyTuple>, &[&Bound<'py, PyAny>]) = match (name, context) {
+            (None, None) => (&c.kw_loop, &[this]),
+            (Some(n), None) => (&c.kw_loop_name, &[this, n]),
+            (None, Some(ctx)) => (&c.kw_loop_context, &[this, ctx]),
+            (Some(n), Some(ctx)) => (&c.kw_loop_name_context, &[this, n, ctx]),
+        };
+        ffi::call_kw(py, c.task.bind(py), &[coro], kwnames.bind(py), kwvalues)
     }
 
     fn new_handle(
@@ -365,38 +396,6 @@ impl LoopCore {
         })
     }
 
-    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let c = classes(py)?;
-        ffi::call_kw(py, c.future.bind(py), &[], c.kw_loop.bind(py), &[slf.as_any()])
-    }
-
-    /// `Task(coro, loop=self, name=name, context=context)`; with a task factory or in debug mode
-    /// the Python side's `_create_task_slow` does what the stdlib does there.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
-    fn create_task<'py>(
-        slf: &Bound<'py, Self>,
-        coro: &Bound<'py, PyAny>,
-        name: Option<&Bound<'py, PyAny>>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let core = slf.get();
-        core.check_closed()?;
-        if core.is_debug() || core.task_factory.borrow_mut(py).is_some() {
-            return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
-        }
-        let c = classes(py)?;
-        let this = slf.as_any();
-        let (kwnames, kwvalues): (&Py<PyTuple>, &[&Bound<'py, PyAny>]) = match (name, context) {
-            (None, None) => (&c.kw_loop, &[this]),
-            (Some(n), None) => (&c.kw_loop_name, &[this, n]),
-            (None, Some(ctx)) => (&c.kw_loop_context, &[this, ctx]),
-            (Some(n), Some(ctx)) => (&c.kw_loop_name_context, &[this, n, ctx]),
-        };
-        ffi::call_kw(py, c.task.bind(py), &[coro], kwnames.bind(py), kwvalues)
-    }
-
     #[getter(_task_factory)]
     fn task_factory_get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         self.task_factory.borrow_mut(py).as_ref().map(|f| f.clone_ref(py))
@@ -479,10 +478,6 @@ impl LoopCore {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
-    }
-
-    fn get_debug(&self) -> bool {
-        self.is_debug()
     }
 
     fn _set_debug_flag(&self, enabled: bool) {

@@ -171,3 +171,20 @@ def test_child_closing_an_inherited_loop_leaves_the_parents_readers_working(loop
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[b'x']"
+
+
+def test_cancel_releases_the_callback_and_arguments(loop):
+    def callback(arg):
+        pass
+
+    arg = object()
+    before = (sys.getrefcount(callback), sys.getrefcount(arg))
+    for handle in (
+        loop.call_soon(callback, arg),
+        loop.call_later(10, callback, arg),
+        loop.call_at(loop.time() + 10, callback, arg),
+    ):
+        handle.cancel()
+    del handle
+    run_briefly(loop)
+    assert (sys.getrefcount(callback), sys.getrefcount(arg)) == before

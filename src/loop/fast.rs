@@ -1,13 +1,15 @@
-//! `call_soon`, `call_soon_threadsafe`, `call_later` and `call_at`: called once per callback, so
-//! they take their arguments through vectorcall (`ffi::fastcall`) and store zero or one extra
-//! argument without a tuple (`args::CallArgs`).
+//! The methods called once per operation: `call_soon`, `call_soon_threadsafe`, `call_later`,
+//! `call_at`, `create_future`, `create_task`, `time`, `get_debug` (every Future's constructor asks)
+//! and `cancel` on handles. They take their arguments through vectorcall (`ffi::fastcall`): no
+//! argument tuple, no per-call interpreter bookkeeping, and zero or one extra callback argument
+//! stored without a tuple (`args::CallArgs`).
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::{intern, Borrowed};
 
 use super::args::CallArgs;
-use super::LoopCore;
+use super::{Handle, LoopCore, TimerHandle};
 use crate::ffi::fastcall::{FastArgs, MethodSpec};
 use crate::{fast_method, sys};
 
@@ -131,13 +133,126 @@ fn call_at<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound
     Ok(timer.into_bound(slf.py()).into_any())
 }
 
+#[cold]
+#[inline(never)]
+fn takes_no_arguments(method: &str, given: usize) -> PyErr {
+    PyTypeError::new_err(format!("{method}() takes no arguments ({given} given)"))
+}
+
+fn no_arguments(method: &str, a: &FastArgs<'_, '_>) -> PyResult<()> {
+    let given = a.len() + a.keyword_count();
+    if given == 0 {
+        Ok(())
+    } else {
+        Err(takes_no_arguments(method, given))
+    }
+}
+
+fn time<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    no_arguments("time", &a)?;
+    Ok(pyo3::types::PyFloat::new(slf.py(), sys::monotonic()).into_any())
+}
+
+fn get_debug<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    no_arguments("get_debug", &a)?;
+    let debug = loop_of(slf)?.get().is_debug();
+    Ok(pyo3::types::PyBool::new(slf.py(), debug).to_owned().into_any())
+}
+
+fn create_future<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    no_arguments("create_future", &a)?;
+    LoopCore::new_future(loop_of(slf)?)
+}
+
+fn create_task<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    let slf = loop_of(slf)?;
+    let (mut coro, mut name, mut context) = (None, None, None);
+    match a.len() {
+        0 => {}
+        1 => coro = Some(a.get(0)),
+        n => {
+            return Err(PyTypeError::new_err(format!(
+                "create_task() takes 1 positional argument but {n} were given"
+            )))
+        }
+    }
+    for i in 0..a.keyword_count() {
+        let (key, value) = a.keyword(i);
+        let value = (!value.is_none()).then_some(value);
+        match key.to_str()? {
+            "name" => name = value,
+            "context" => context = value,
+            "coro" if coro.is_none() => coro = Some(a.keyword(i).1),
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "create_task() got an unexpected keyword argument '{other}'"
+                )))
+            }
+        }
+    }
+    let coro = coro.ok_or_else(|| missing("create_task", "coro"))?;
+    LoopCore::new_task(slf, &coro, name.as_deref(), context.as_deref())
+}
+
+fn handle_cancel<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    no_arguments("cancel", &a)?;
+    Handle::cancel_py(slf.cast::<Handle>()?)?;
+    Ok(slf.py().None().into_bound(slf.py()))
+}
+
+fn timer_cancel<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    no_arguments("cancel", &a)?;
+    TimerHandle::cancel_py(slf.cast::<TimerHandle>()?)?;
+    Ok(slf.py().None().into_bound(slf.py()))
+}
+
+fast_method!(time_entry, time);
+fast_method!(get_debug_entry, get_debug);
+fast_method!(create_future_entry, create_future);
+fast_method!(create_task_entry, create_task);
+fast_method!(handle_cancel_entry, handle_cancel);
+fast_method!(timer_cancel_entry, timer_cancel);
 fast_method!(call_soon_entry, call_soon);
 fast_method!(call_soon_threadsafe_entry, call_soon_threadsafe);
 fast_method!(call_later_entry, call_later);
 fast_method!(call_at_entry, call_at);
 
-/// The scheduling methods, for `ffi::fastcall::install` on `LoopCore`.
+/// `Handle.cancel`, for `ffi::fastcall::install` on `Handle`.
+pub(crate) const HANDLE_METHODS: &[MethodSpec] = &[MethodSpec {
+    name: c"cancel",
+    doc: c"cancel($self)\n--\n\nCancel the callback; it will not run.",
+    entry: handle_cancel_entry,
+}];
+
+/// `TimerHandle.cancel`, for `ffi::fastcall::install` on `TimerHandle`.
+pub(crate) const TIMER_METHODS: &[MethodSpec] = &[MethodSpec {
+    name: c"cancel",
+    doc: c"cancel($self)\n--\n\nCancel the timer; it will not run.",
+    entry: timer_cancel_entry,
+}];
+
+/// The loop's per-operation methods, for `ffi::fastcall::install` on `LoopCore`.
 pub(crate) const METHODS: &[MethodSpec] = &[
+    MethodSpec {
+        name: c"time",
+        doc: c"time($self)\n--\n\nThe loop's clock: time.monotonic().",
+        entry: time_entry,
+    },
+    MethodSpec {
+        name: c"get_debug",
+        doc: c"get_debug($self)\n--\n\nWhether the loop is in debug mode.",
+        entry: get_debug_entry,
+    },
+    MethodSpec {
+        name: c"create_future",
+        doc: c"create_future($self)\n--\n\nA new asyncio.Future attached to the loop.",
+        entry: create_future_entry,
+    },
+    MethodSpec {
+        name: c"create_task",
+        doc: c"create_task($self, coro, *, name=None, context=None)\n--\n\nSchedule a coroutine as a Task.",
+        entry: create_task_entry,
+    },
     MethodSpec {
         name: c"call_soon",
         doc: c"call_soon($self, callback, *args, context=None)\n--\n\nArrange for callback(*args) to be called soon.",
