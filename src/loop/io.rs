@@ -136,7 +136,13 @@ impl IoTable {
         } else {
             entry.reader.take()
         }?;
-        match entry.interest() {
+        self.rearm(registry, fd);
+        Some(old)
+    }
+
+    /// Registers `fd` again with what its entry still wants, or forgets it when nothing is left.
+    fn rearm(&mut self, registry: &Registry, fd: RawFd) {
+        match self.fds.get(&fd).and_then(Entry::interest) {
             Some(interest) => {
                 let _ = register(registry, fd, interest, true);
             }
@@ -145,7 +151,6 @@ impl IoTable {
                 deregister(registry, fd);
             }
         }
-        Some(old)
     }
 
     pub fn get(&self, fd: RawFd) -> Option<&Entry> {
@@ -178,15 +183,7 @@ impl IoTable {
                 }
             }
         }
-        match entry.interest() {
-            Some(interest) => {
-                let _ = register(registry, fd, interest, true);
-            }
-            None => {
-                self.fds.remove(&fd);
-                deregister(registry, fd);
-            }
-        }
+        self.rearm(registry, fd);
     }
 
     /// Empties the table (on close), handing the handles back; with a registry, the fds are
