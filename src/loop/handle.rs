@@ -124,7 +124,7 @@ impl Handle {
 
     /// What `finish` releases.
     #[inline]
-    fn take_contents(&self, py: Python<'_>) -> Contents {
+    pub(crate) fn take_contents(&self, py: Python<'_>) -> Contents {
         let mut f = self.fields.borrow_mut(py);
         (f.callback.take(), f.args.take(), f.context.take())
     }
@@ -132,10 +132,25 @@ impl Handle {
     /// For a fired handle that is still held elsewhere: move the contents aside, where they live
     /// as long as the handle unless the loop sweeps them first; returns the loop's weak hold.
     pub(crate) fn park(&self, py: Python<'_>) -> std::sync::Weak<Parked> {
-        let parked = Arc::new(GilCell::new(self.take_contents(py)));
+        let contents = self.take_contents(py);
+        self.park_contents(py, contents)
+    }
+
+    /// `park` for contents already taken out (see `run::run_one_shot`).
+    pub(crate) fn park_contents(&self, py: Python<'_>, contents: Contents) -> std::sync::Weak<Parked> {
+        let parked = Arc::new(GilCell::new(contents));
         let weak = Arc::downgrade(&parked);
         self.fields.borrow_mut(py).parked = Some(parked);
         weak
+    }
+
+    /// Puts taken-out contents back (a one-shot handle whose callback failed, so the exception
+    /// handler sees it whole).
+    pub(crate) fn restore(&self, py: Python<'_>, (callback, args, context): Contents) {
+        let mut f = self.fields.borrow_mut(py);
+        f.callback = callback;
+        f.args = args;
+        f.context = context;
     }
 
     #[inline]

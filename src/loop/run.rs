@@ -159,19 +159,24 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         let Some(handle) = core.batch.borrow_mut(py).pop_front() else {
             return Ok(());
         };
-        let outcome = if debug {
-            run_handle_debug(slf, &handle)
+        let outcome = if !debug && handle.get().is_one_shot() {
+            run_one_shot(slf, handle)
         } else {
-            run_handle(slf, &handle)
-        };
-        if handle.get().is_one_shot() {
-            if ffi::solely_owned(py, &handle) {
-                drop(handle);
+            let outcome = if debug {
+                run_handle_debug(slf, &handle)
             } else {
-                let weak = handle.get().park(py);
-                core.parked.borrow_mut(py).push(weak);
+                run_handle(slf, &handle)
+            };
+            if handle.get().is_one_shot() {
+                if ffi::solely_owned(py, &handle) {
+                    drop(handle);
+                } else {
+                    let weak = handle.get().park(py);
+                    core.parked.borrow_mut(py).push(weak);
+                }
             }
-        }
+            outcome
+        };
         match outcome {
             Ok(()) => {}
             Err(e) => {
@@ -185,6 +190,41 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             }
         }
     }
+}
+
+/// Runs a one-shot handle, which runs once: its callback, arguments and context are moved out
+/// rather than cloned, and after the call they go with the handle, or are parked when the handle
+/// is held elsewhere (see the module docs). If the callback fails they are put back first, so
+/// the exception handler sees the handle whole.
+#[inline]
+fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
+    let py = slf.py();
+    let h = handle.get();
+    let cancelled = h.is_cancelled();
+    let mut contents = h.take_contents(py);
+    let error = match (&contents.0, &contents.1, &contents.2) {
+        (Some(callback), Some(args), Some(context)) if !cancelled => {
+            ffi::run_in_context(py, context.bind(py), || args.call(py, callback.bind(py))).err()
+        }
+        _ => None,
+    };
+    let outcome = match error {
+        None => Ok(()),
+        Some(err) => {
+            h.restore(py, contents);
+            let outcome = callback_failed(slf, &handle, err);
+            contents = h.take_contents(py);
+            outcome
+        }
+    };
+    if ffi::solely_owned(py, &handle) {
+        drop(handle);
+        drop(contents);
+    } else {
+        let weak = h.park_contents(py, contents);
+        slf.get().parked.borrow_mut(py).push(weak);
+    }
+    outcome
 }
 
 #[inline]
