@@ -5,13 +5,9 @@ import contextvars
 import threading
 
 import pytest
+from _looputil import run_briefly
 
 var = contextvars.ContextVar("conformance_var", default="default")
-
-
-def run_briefly(loop):
-    loop.stop()
-    loop.run_forever()
 
 
 @pytest.fixture

@@ -9,11 +9,7 @@ import threading
 import time
 
 import pytest
-
-
-def run_briefly(loop):
-    loop.stop()
-    loop.run_forever()
+from _looputil import run_briefly
 
 
 def _debug_from_environment():

@@ -7,11 +7,7 @@ import logging
 import sys
 
 import pytest
-
-
-def run_briefly(loop):
-    loop.stop()
-    loop.run_forever()
+from _looputil import run_briefly
 
 
 def test_get_exception_handler_roundtrip(loop):

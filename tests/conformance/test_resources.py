@@ -14,11 +14,7 @@ import warnings
 import weakref
 
 import pytest
-
-
-def run_briefly(loop):
-    loop.stop()
-    loop.run_forever()
+from _looputil import run_briefly
 
 
 class Holder:

@@ -6,12 +6,7 @@ import sys
 import time
 
 import pytest
-
-
-def run_briefly(loop):
-    """Run exactly one iteration of the loop."""
-    loop.stop()
-    loop.run_forever()
+from _looputil import run_briefly
 
 
 def test_call_soon_fifo_with_args(loop):
