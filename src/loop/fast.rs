@@ -177,12 +177,12 @@ fn create_task<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<B
         }
     }
     for i in 0..a.keyword_count() {
-        let (key, value) = a.keyword(i);
-        let value = (!value.is_none()).then_some(value);
+        let (key, raw) = a.keyword(i);
+        let value = (!raw.is_none()).then_some(raw);
         match key.to_str()? {
             "name" => name = value,
             "context" => context = value,
-            "coro" if coro.is_none() => coro = Some(a.keyword(i).1),
+            "coro" if coro.is_none() => coro = Some(raw),
             other => {
                 return Err(PyTypeError::new_err(format!(
                     "create_task() got an unexpected keyword argument '{other}'"

@@ -62,6 +62,14 @@ pub(crate) struct Parts {
 }
 
 impl Handle {
+    /// A handle the loop unregisters (an fd callback replaced or removed): cancelled, and holding
+    /// nothing more (it is not a GC object).
+    pub(crate) fn retire(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::cancel_py(slf)?;
+        slf.get().finish(slf.py());
+        Ok(())
+    }
+
     /// `handle.cancel()`.
     pub(crate) fn cancel_py(slf: &Bound<'_, Self>) -> PyResult<()> {
         if slf.get().is_cancelled() {
@@ -73,11 +81,13 @@ impl Handle {
         Ok(())
     }
 
+    /// A handle; `one_shot` for those of `call_soon`/`call_later` & co. (see `Handle::one_shot`).
     pub(crate) fn new(
         py: Python<'_>,
         callback: Py<PyAny>,
         args: CallArgs,
         context: Option<Py<PyAny>>,
+        one_shot: bool,
     ) -> PyResult<Self> {
         let context = match context {
             Some(ctx) => ctx,
@@ -85,7 +95,7 @@ impl Handle {
         };
         Ok(Handle {
             cancelled: AtomicBool::new(false),
-            one_shot: false,
+            one_shot,
             fields: GilCell::new(Fields {
                 callback: Some(callback),
                 args: Some(args),
@@ -95,18 +105,6 @@ impl Handle {
                 parked: None,
             }),
         })
-    }
-
-    /// A handle that runs once (see `one_shot`).
-    pub(crate) fn new_one_shot(
-        py: Python<'_>,
-        callback: Py<PyAny>,
-        args: CallArgs,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Self> {
-        let mut handle = Self::new(py, callback, args, context)?;
-        handle.one_shot = true;
-        Ok(handle)
     }
 
     #[inline]
@@ -129,15 +127,10 @@ impl Handle {
         (f.callback.take(), f.args.take(), f.context.take())
     }
 
-    /// For a fired handle that is still held elsewhere: move the contents aside, where they live
-    /// as long as the handle unless the loop sweeps them first; returns the loop's weak hold.
-    pub(crate) fn park(&self, py: Python<'_>) -> std::sync::Weak<Parked> {
-        let contents = self.take_contents(py);
-        self.park_contents(py, contents)
-    }
-
-    /// `park` for contents already taken out (see `run::run_one_shot`).
-    pub(crate) fn park_contents(&self, py: Python<'_>, contents: Contents) -> std::sync::Weak<Parked> {
+    /// For a fired handle that is still held elsewhere: keep its taken-out contents aside, where
+    /// they live as long as the handle unless the loop sweeps them first; returns the loop's weak
+    /// hold.
+    pub(crate) fn park(&self, py: Python<'_>, contents: Contents) -> std::sync::Weak<Parked> {
         let parked = Arc::new(GilCell::new(contents));
         let weak = Arc::downgrade(&parked);
         self.fields.borrow_mut(py).parked = Some(parked);
@@ -290,7 +283,7 @@ impl Handle {
     ) -> PyResult<Self> {
         let _ = r#loop;
         let args = args.map(CallArgs::Many).unwrap_or(CallArgs::Zero);
-        Handle::new(py, callback, args, context)
+        Handle::new(py, callback, args, context, false)
     }
 
     fn cancelled(&self) -> bool {
@@ -378,16 +371,10 @@ impl TimerHandle {
     /// `timer_handle.cancel()`: also counts the cancellation for the heap's compaction.
     pub(crate) fn cancel_py(slf: &Bound<'_, Self>) -> PyResult<()> {
         let base = slf.as_super();
-        if base.get().is_cancelled() {
-            return Ok(());
-        }
-        if slf.get().scheduled.load(Ordering::Relaxed) {
+        if !base.get().is_cancelled() && slf.get().scheduled.load(Ordering::Relaxed) {
             slf.get().cancelled_timers.fetch_add(1, Ordering::Relaxed);
         }
-        base.get().cancelled.store(true, Ordering::Relaxed);
-        let debug_repr = Handle::debug_repr(base)?;
-        base.get().cancel_inner(slf.py(), debug_repr);
-        Ok(())
+        Handle::cancel_py(base)
     }
 
     #[inline]

@@ -214,20 +214,6 @@ impl LoopCore {
         ffi::call_kw(py, c.task.bind(py), &[coro], kwnames.bind(py), kwvalues)
     }
 
-    fn new_handle(
-        py: Python<'_>,
-        callback: Py<PyAny>,
-        args: CallArgs,
-        context: Option<Py<PyAny>>,
-        one_shot: bool,
-    ) -> PyResult<Handle> {
-        if one_shot {
-            Handle::new_one_shot(py, callback, args, context)
-        } else {
-            Handle::new(py, callback, args, context)
-        }
-    }
-
     /// Debug-mode checks and source traceback, done by the Python side (a cold path).
     #[cold]
     fn debug_hook(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
@@ -247,7 +233,7 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Py::new(py, Self::new_handle(py, callback, args, context, true)?)?;
+        let handle = Py::new(py, Handle::new(py, callback, args, context, true)?)?;
         if core.is_debug() {
             Self::debug_hook(slf, handle.bind(py).as_any(), method)?;
         }
@@ -277,7 +263,7 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Self::new_handle(py, callback, args, context, true)?;
+        let handle = Handle::new(py, callback, args, context, true)?;
         let timer = TimerHandle::new(when, core.cancelled_timers.clone());
         let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
         if core.is_debug() {
@@ -300,7 +286,7 @@ impl LoopCore {
         core.ensure_own_poller(py)?;
         let handle = Py::new(
             py,
-            Self::new_handle(py, callback.unbind(), CallArgs::from_tuple(args), None, false)?,
+            Handle::new(py, callback.unbind(), CallArgs::from_tuple(args), None, false)?,
         )?;
         if core.is_debug() {
             Self::debug_hook(
@@ -319,8 +305,7 @@ impl LoopCore {
         };
         let (old, stale) = old.map_err(errors::os_error)?;
         for displaced in old.into_iter().chain(stale) {
-            Handle::cancel_py(displaced.bind(py))?;
-            displaced.get().finish(py);
+            Handle::retire(displaced.bind(py))?;
         }
         Ok(handle)
     }
@@ -342,8 +327,7 @@ impl LoopCore {
         };
         match old {
             Some(old) => {
-                Handle::cancel_py(old.bind(py))?;
-                old.get().finish(py);
+                Handle::retire(old.bind(py))?;
                 Ok(true)
             }
             None => Ok(false),
@@ -360,13 +344,6 @@ fn release_all(py: Python<'_>, ready: VecDeque<Py<Handle>>, timers: Vec<Py<Timer
     for t in timers {
         t.bind(py).as_super().get().finish(py);
     }
-}
-
-/// Reports a handle's contents as the loop's own references (handles are not GC objects; see
-/// `handle.rs`). Each handle must be reported once: one-shot handles from the queues, fd
-/// handles from the fd table.
-fn visit_handle(handle: &Py<Handle>, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-    handle.get().visit_contents(visit)
 }
 
 #[pymethods]
@@ -405,10 +382,6 @@ impl LoopCore {
     fn task_factory_set(&self, py: Python<'_>, factory: Option<Py<PyAny>>) {
         let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py), factory);
         drop(old);
-    }
-
-    fn time(&self) -> f64 {
-        sys::monotonic()
     }
 
     #[getter]
@@ -551,17 +524,20 @@ impl LoopCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Handles are not GC objects (see `handle.rs`): the loop reports their contents as its own
+        // references, each handle exactly once: one-shot handles from the queues, fd handles from
+        // the fd table.
         if let Some(st) = self.state.try_borrow_in_gc() {
             for h in st.ready.iter().filter(|h| h.get().is_one_shot()).chain(st.io.handles()) {
-                visit_handle(h, &visit)?;
+                h.get().visit_contents(&visit)?;
             }
             for t in st.timers.iter() {
-                ffi::traversal_token(|py| visit_handle(t.bind(py).as_super().as_unbound(), &visit))?;
+                ffi::traversal_token(|py| t.bind(py).as_super().get().visit_contents(&visit))?;
             }
         }
         if let Some(batch) = self.batch.try_borrow_in_gc() {
             for h in batch.iter().filter(|h| h.get().is_one_shot()) {
-                visit_handle(h, &visit)?;
+                h.get().visit_contents(&visit)?;
             }
         }
         if let Some(f) = self.task_factory.try_borrow_in_gc() {

@@ -19,7 +19,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::handle::Handle;
+use super::handle::{Contents, Handle};
 use super::{LoopCore, WAKER_TOKEN};
 use crate::{errors, ffi, sys};
 
@@ -168,12 +168,8 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 run_handle(slf, &handle)
             };
             if handle.get().is_one_shot() {
-                if ffi::solely_owned(py, &handle) {
-                    drop(handle);
-                } else {
-                    let weak = handle.get().park(py);
-                    core.parked.borrow_mut(py).push(weak);
-                }
+                let contents = handle.get().take_contents(py);
+                retire_one_shot(core, py, handle, contents);
             }
             outcome
         };
@@ -217,14 +213,20 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
             outcome
         }
     };
+    retire_one_shot(slf.get(), py, handle, contents);
+    outcome
+}
+
+/// A one-shot handle has run: with its contents taken out, it dies if nothing else holds it, or
+/// parks them (see the module docs).
+fn retire_one_shot(core: &LoopCore, py: Python<'_>, handle: Py<Handle>, contents: Contents) {
     if ffi::solely_owned(py, &handle) {
         drop(handle);
         drop(contents);
     } else {
-        let weak = h.park_contents(py, contents);
-        slf.get().parked.borrow_mut(py).push(weak);
+        let weak = handle.get().park(py, contents);
+        core.parked.borrow_mut(py).push(weak);
     }
-    outcome
 }
 
 #[inline]
