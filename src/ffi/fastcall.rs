@@ -75,8 +75,14 @@ pub unsafe fn trampoline(
 ) -> *mut ffi::PyObject {
     // Attach through PyO3 (a thread-local check: the GIL is already held) rather than assuming
     // it: PyO3 decides by that bookkeeping whether a `Py<T>` dropped during the call can be
-    // released at once, and without it those drops would be leaked.
-    Python::attach(|py| call(py, method, slf, args, nargsf, kwnames))
+    // released at once, and without it those drops would be leaked. While the interpreter shuts
+    // down (a loop's `__del__` at exit) PyO3 refuses to attach; the GIL is still held, so the
+    // call goes ahead on an assumed token, at worst leaking what it drops.
+    match Python::try_attach(|py| call(py, method, slf, args, nargsf, kwnames)) {
+        Some(result) => result,
+        // SAFETY: CPython holds the GIL for the duration of a method call (the contract above).
+        None => unsafe { call(Python::assume_attached(), method, slf, args, nargsf, kwnames) },
+    }
 }
 
 /// The body of `trampoline`, attached.
