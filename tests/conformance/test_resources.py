@@ -184,3 +184,19 @@ def test_cancel_releases_the_callback_and_arguments(loop):
     del handle
     run_briefly(loop)
     assert (sys.getrefcount(callback), sys.getrefcount(arg)) == before
+
+
+def test_loop_left_open_at_interpreter_exit_does_not_crash(script):
+    # The loop's finalizer runs while the interpreter shuts down: a warning at most, never a crash.
+    result = script.run(
+        """
+        loop = new_loop()
+        loop.call_soon(print, "scheduled")
+        print("done")
+        """,
+        via_main=False,
+        python_args=("-W", "always::ResourceWarning"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert "Traceback" not in result.stderr
