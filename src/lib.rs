@@ -4,6 +4,7 @@ mod errors;
 mod ffi;
 mod r#loop;
 mod sys;
+mod transport;
 
 use pyo3::prelude::*;
 
@@ -16,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ffi::fastcall::install::<r#loop::TimerHandle>(m.py(), r#loop::TIMER_METHODS)?;
     m.add_class::<r#loop::Handle>()?;
     m.add_class::<r#loop::TimerHandle>()?;
+    m.add_class::<transport::StreamCore>()?;
     Ok(())
 }

@@ -28,6 +28,7 @@ from asyncio import coroutines, events, format_helpers, futures, tasks
 from asyncio.log import logger
 
 from ._core import LoopCore
+from ._network import NetworkMixin
 from ._sockets import SocketMixin
 
 if not getattr(sys, "_is_gil_enabled", lambda: True)():
@@ -85,7 +86,7 @@ def _format_handle(handle):
     return str(handle)
 
 
-class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
+class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
     """A drop-in replacement for the stdlib event loop."""
 
     def __init__(self):
@@ -106,6 +107,7 @@ class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
         self._ssock = None
         self._csock = None
         self._prev_wakeup_fd = -1
+        self._init_network()
         self.set_debug(coroutines._is_debug_mode())
 
     def __repr__(self):
@@ -205,6 +207,8 @@ class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
                 self.remove_signal_handler(sig)
         self._close_self_pipe()
         self._close_core()
+        # As the selector loop does: transports' reprs see a closed loop's registrations gone.
+        self._selector = None
         executor = self._default_executor
         if executor is not None:
             self._default_executor = None
@@ -476,22 +480,25 @@ class Loop(LoopCore, SocketMixin, events.AbstractEventLoop):
 
     def add_reader(self, fd, callback, *args):
         self._check_closed()
-        self._add_reader(selectors._fileobj_to_fd(fd), callback, *args)
+        fd = selectors._fileobj_to_fd(fd)
+        self._ensure_fd_no_transport(fd)
+        self._add_reader(fd, callback, *args)
 
     def remove_reader(self, fd):
-        return self._remove_reader(selectors._fileobj_to_fd(fd))
+        fd = selectors._fileobj_to_fd(fd)
+        self._ensure_fd_no_transport(fd)
+        return self._remove_reader(fd)
 
     def add_writer(self, fd, callback, *args):
         self._check_closed()
-        self._add_writer(selectors._fileobj_to_fd(fd), callback, *args)
+        fd = selectors._fileobj_to_fd(fd)
+        self._ensure_fd_no_transport(fd)
+        self._add_writer(fd, callback, *args)
 
     def remove_writer(self, fd):
-        return self._remove_writer(selectors._fileobj_to_fd(fd))
-
-    def _stop_serving(self, sock):
-        # What the selector loop does when a server stops listening on `sock`.
-        self._remove_reader(sock.fileno())
-        sock.close()
+        fd = selectors._fileobj_to_fd(fd)
+        self._ensure_fd_no_transport(fd)
+        return self._remove_writer(fd)
 
     # -- signals -----------------------------------------------------------------------------
 

@@ -23,12 +23,8 @@ Contract of every ``sock_*`` coroutine:
 
 from __future__ import annotations
 
-import errno
 import functools
-import io
-import os
 import socket
-import sys
 from asyncio import constants, exceptions
 from asyncio.log import logger
 
@@ -43,8 +39,6 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 _HAS_IPV6 = hasattr(socket, "AF_INET6")
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6) if _HAS_IPV6 else (socket.AF_INET,)
 _LITERAL_PROTOS = (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP)
-# os.sendfile() takes a size_t count; larger requests overflow on 32-bit builds.
-_MAX_SENDFILE_BLOCK = sys.maxsize // 2 + 1
 
 
 def _check_socket(loop, sock):
@@ -145,111 +139,6 @@ def _describe_query(host, port, family, type, proto, flags):
         if value:
             parts.append(f"{name}={value!r}")
     return ", ".join(parts)
-
-
-# -- sendfile ------------------------------------------------------------------------------------
-
-
-def _move_file_position(file, fileno, position):
-    # Through the file object when it has one, so a buffered reader drops its stale buffer.
-    if hasattr(file, "seek"):
-        file.seek(position)
-    else:
-        os.lseek(fileno, position, os.SEEK_SET)
-
-
-class _SendfileTransfer:
-    """One ``os.sendfile()`` transfer from a file to a socket, advanced on writable events.
-
-    The writer stays registered from the first wait to the end (one registration per transfer,
-    not one per chunk). On success and on error the file position ends up after the last byte
-    sent, as with the stdlib loop; here that holds after a cancellation too.
-    """
-
-    __slots__ = ("loop", "fut", "fd", "file", "fileno", "offset", "count", "blocksize", "sent", "handle")
-
-    def __init__(self, loop, sock, file, fileno, offset, count, blocksize):
-        self.loop = loop
-        self.fut = loop.create_future()
-        self.fd = sock.fileno()
-        self.file = file
-        self.fileno = fileno
-        self.offset = offset
-        self.count = count
-        self.blocksize = blocksize
-        self.sent = 0
-        self.handle = None
-
-    def step(self):
-        """Send what the socket takes now; runs once directly and then on each writable event."""
-        if self.fut.done():
-            return  # cancelled: _on_done cleans up
-        # After a successful call one more is cheap: at end of file it returns 0 and finishes the
-        # transfer now rather than a loop turn later; with a full socket buffer it says EAGAIN.
-        for _ in range(2):
-            blocksize = self.blocksize
-            if self.count:
-                blocksize = min(blocksize, self.count - self.sent)
-                if blocksize <= 0:
-                    self._finish(self.sent)
-                    return
-            try:
-                n = os.sendfile(self.fd, self.fileno, self.offset, blocksize)
-            except _WOULD_BLOCK:
-                break
-            except OSError as err:
-                exc = err
-                if self.sent == 0:
-                    # Nothing sent yet: most likely a file that sendfile() cannot read from (not
-                    # mmap-able); the plain send() fallback handles it or reports the real error.
-                    exc = exceptions.SendfileNotAvailableError("os.sendfile call failed")
-                    exc.__cause__ = err
-                elif err.errno == errno.ENOTCONN and type(err) is not ConnectionError:
-                    # The peer went away mid-transfer: report it the same on every POSIX system.
-                    exc = ConnectionError(errno.ENOTCONN, "socket is not connected")
-                    exc.__cause__ = err
-                self._finish(exc=exc)
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._finish(exc=exc)
-                return
-            if n == 0:
-                self._finish(self.sent)  # end of file
-                return
-            self.offset += n
-            self.sent += n
-        if self.handle is None:
-            self.handle = self.loop._add_writer(self.fd, self.step)
-            self.fut.add_done_callback(self._on_done)
-
-    def _unregister(self):
-        if self.handle is not None and not self.handle.cancelled():
-            self.loop._remove_writer(self.fd)
-
-    def _finish(self, result=None, exc=None):
-        self._unregister()
-        if self.sent > 0:
-            try:
-                _move_file_position(self.file, self.fileno, self.offset)
-            except Exception as seek_exc:
-                if exc is None:
-                    exc = seek_exc
-        if exc is None:
-            self.fut.set_result(result)
-        else:
-            self.fut.set_exception(exc)
-
-    def _on_done(self, fut):
-        if not fut.cancelled():
-            return
-        self._unregister()
-        if self.sent > 0:
-            try:
-                _move_file_position(self.file, self.fileno, self.offset)
-            except (OSError, ValueError):
-                pass  # the file was closed meanwhile: there is no position left to keep
 
 
 class SocketMixin:
@@ -505,26 +394,6 @@ class SocketMixin:
             raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
         if offset < 0:
             raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
-
-    async def _sock_sendfile_native(self, sock, file, offset, count):
-        if not hasattr(os, "sendfile"):
-            raise exceptions.SendfileNotAvailableError("os.sendfile() is not available")
-        try:
-            fileno = file.fileno()
-        except (AttributeError, io.UnsupportedOperation) as exc:
-            raise exceptions.SendfileNotAvailableError("not a regular file") from exc
-        try:
-            size = os.fstat(fileno).st_size
-        except OSError as exc:
-            raise exceptions.SendfileNotAvailableError("not a regular file") from exc
-        blocksize = count if count else size
-        if not blocksize:
-            return 0  # an empty file
-        transfer = _SendfileTransfer(
-            self, sock, file, fileno, offset, count, min(blocksize, _MAX_SENDFILE_BLOCK)
-        )
-        transfer.step()
-        return await transfer.fut
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
         if offset:

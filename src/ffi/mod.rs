@@ -2,8 +2,11 @@
 //! copying the current context, and the GIL-guarded cell the loop keeps its state in. Each
 //! `unsafe` block states why it holds.
 
+mod buffer;
 pub mod fastcall;
 mod gil_cell;
+
+pub use buffer::{with_bytes, with_writable};
 
 pub use gil_cell::{GilCell, GilRefMut};
 

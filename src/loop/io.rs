@@ -5,10 +5,18 @@
 //! dispatched is re-armed (`reregister`, an `EPOLL_CTL_MOD`), which makes the kernel report it
 //! again if it is still ready. An fd closed behind our back disappears from epoll by itself; the
 //! table tolerates that (ENOENT on re-arm, EEXIST on register) the way a re-used fd number needs.
+//!
+//! Transports register differently (`add_stream`): once, for reading and writing, edge-triggered
+//! and never re-armed. Their callbacks read and write until the kernel has nothing more (a short
+//! read, or `EAGAIN`), which is what edge-triggering asks, and a `Wants` shared with the transport
+//! says which of the two events it wants now, so pausing, resuming or buffering costs no system
+//! call.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -16,14 +24,29 @@ use pyo3::prelude::*;
 
 use super::handle::Handle;
 
+/// Which events a transport's fd wants delivered (see the module docs).
+#[derive(Default)]
+pub(crate) struct Wants {
+    pub read: AtomicBool,
+    pub write: AtomicBool,
+    /// The peer closed its side (or the socket failed): reading must go on to EOF even after a
+    /// short read, since no further edge will come.
+    pub hangup: AtomicBool,
+}
+
 #[derive(Default)]
 pub(crate) struct Entry {
     pub reader: Option<Py<Handle>>,
     pub writer: Option<Py<Handle>>,
+    /// Set for a transport's fd: registered edge-triggered for both events, filtered by this.
+    edge: Option<Arc<Wants>>,
 }
 
 impl Entry {
     fn interest(&self) -> Option<Interest> {
+        if self.edge.is_some() && (self.reader.is_some() || self.writer.is_some()) {
+            return Some(Interest::READABLE | Interest::WRITABLE);
+        }
         match (self.reader.is_some(), self.writer.is_some()) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -83,6 +106,9 @@ impl IoTable {
     pub fn add(&mut self, registry: &Registry, fd: RawFd, handle: Py<Handle>, write: bool) -> io::Result<Displaced> {
         let known = self.fds.contains_key(&fd);
         let mut entry = self.fds.remove(&fd).unwrap_or_default();
+        // A plain reader or writer on a transport's fd (the transport is closing, or was given
+        // up): the fd becomes level-triggered; the transport's callbacks tolerate extra calls.
+        entry.edge = None;
         let old = if write {
             entry.writer.replace(handle)
         } else {
@@ -136,8 +162,44 @@ impl IoTable {
         } else {
             entry.reader.take()
         }?;
-        self.rearm(registry, fd);
+        if entry.edge.is_none() || entry.interest().is_none() {
+            self.rearm(registry, fd);
+        }
         Some(old)
+    }
+
+    /// Registers a transport's fd (see the module docs), returning the handles it displaces.
+    pub fn add_stream(
+        &mut self,
+        registry: &Registry,
+        fd: RawFd,
+        reader: Py<Handle>,
+        writer: Py<Handle>,
+        wants: Arc<Wants>,
+    ) -> io::Result<Vec<Py<Handle>>> {
+        let known = self.fds.contains_key(&fd);
+        let old = self.fds.remove(&fd).unwrap_or_default();
+        register(registry, fd, Interest::READABLE | Interest::WRITABLE, known)?;
+        self.fds.insert(
+            fd,
+            Entry {
+                reader: Some(reader),
+                writer: Some(writer),
+                edge: Some(wants),
+            },
+        );
+        Ok(old.reader.into_iter().chain(old.writer).collect())
+    }
+
+    /// Unregisters `fd` entirely, returning its handles.
+    pub fn remove_all(&mut self, registry: &Registry, fd: RawFd) -> Vec<Py<Handle>> {
+        match self.fds.remove(&fd) {
+            Some(entry) => {
+                deregister(registry, fd);
+                entry.reader.into_iter().chain(entry.writer).collect()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Registers `fd` again with what its entry still wants, or forgets it when nothing is left.
@@ -164,13 +226,26 @@ impl IoTable {
         py: Python<'_>,
         registry: &Registry,
         fd: RawFd,
-        (readable, writable): (bool, bool),
+        (readable, writable, hangup): (bool, bool, bool),
         ready: &mut std::collections::VecDeque<Py<Handle>>,
         dropped: &mut Vec<Py<Handle>>,
     ) {
         let Some(entry) = self.fds.get_mut(&fd) else {
             return;
         };
+        if let Some(wants) = &entry.edge {
+            if hangup {
+                wants.hangup.store(true, Ordering::Relaxed);
+            }
+            let want_read = readable && wants.read.load(Ordering::Relaxed);
+            let want_write = writable && wants.write.load(Ordering::Relaxed);
+            for (fired, slot) in [(want_read, &entry.reader), (want_write, &entry.writer)] {
+                if let (true, Some(h)) = (fired, slot) {
+                    ready.push_back(h.clone_ref(py));
+                }
+            }
+            return;
+        }
         for (fired, slot) in [(readable, &mut entry.reader), (writable, &mut entry.writer)] {
             if !fired {
                 continue;

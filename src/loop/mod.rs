@@ -15,7 +15,7 @@
 mod args;
 mod fast;
 mod handle;
-mod io;
+pub(crate) mod io;
 mod run;
 mod timers;
 
@@ -308,6 +308,72 @@ impl LoopCore {
             Handle::retire(displaced.bind(py))?;
         }
         Ok(handle)
+    }
+
+    /// Registers a transport's fd edge-triggered, with its read and write callbacks (see `io.rs`).
+    pub(crate) fn add_stream(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        read_ready: Bound<'_, PyAny>,
+        write_ready: Bound<'_, PyAny>,
+        wants: Arc<io::Wants>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        core.ensure_own_poller(py)?;
+        let empty = || PyTuple::empty(py);
+        let reader = Py::new(
+            py,
+            Handle::new(py, read_ready.unbind(), CallArgs::from_tuple(empty()), None, false)?,
+        )?;
+        let writer = Py::new(
+            py,
+            Handle::new(py, write_ready.unbind(), CallArgs::from_tuple(empty()), None, false)?,
+        )?;
+        let displaced = {
+            let mut st = core.state(py);
+            let st = &mut *st;
+            let Some(os) = st.os.as_ref() else {
+                return Err(errors::loop_closed());
+            };
+            st.io.add_stream(&os.registry, fd, reader, writer, wants)
+        };
+        for old in displaced.map_err(errors::os_error)? {
+            Handle::retire(old.bind(py))?;
+        }
+        Ok(())
+    }
+
+    /// Unregisters a transport's fd; false when it was not registered (or the loop is closed).
+    pub(crate) fn remove_stream(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
+        let py = slf.py();
+        let core = slf.get();
+        let old = {
+            let mut st = core.state(py);
+            let st = &mut *st;
+            match st.os.as_ref() {
+                Some(os) if core.fork_generation.load(Ordering::Relaxed) == sys::fork_generation() => {
+                    st.io.remove_all(&os.registry, fd)
+                }
+                _ => return Ok(false),
+            }
+        };
+        let found = !old.is_empty();
+        for h in old {
+            Handle::retire(h.bind(py))?;
+        }
+        Ok(found)
+    }
+
+    /// Queues the reader of `fd` to run again next turn (a transport that may have more to read).
+    pub(crate) fn requeue_reader(&self, py: Python<'_>, fd: RawFd) {
+        let mut st = self.state(py);
+        let st = &mut *st;
+        if let Some(h) = st.io.get(fd).and_then(|e| e.reader.as_ref()) {
+            let h = h.clone_ref(py);
+            st.ready.push_back(h);
+        }
     }
 
     fn fd_remove(slf: &Bound<'_, Self>, fd: RawFd, write: bool) -> PyResult<bool> {

@@ -121,11 +121,12 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
                 }
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                let hangup = event.is_read_closed() || event.is_error();
                 st.io.dispatch(
                     py,
                     &os.registry,
                     super::io::fd_of(event.token()),
-                    (readable, writable),
+                    (readable, writable, hangup),
                     &mut st.ready,
                     &mut dropped,
                 );

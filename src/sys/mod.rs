@@ -3,8 +3,6 @@
 //! Everything here is Linux/POSIX for now; a macOS port adds its differences behind `cfg` in this
 //! module, never in the loop itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 macro_rules! syscall {
     ($fn:ident ( $($arg:expr),* $(,)? )) => {{
         // SAFETY: each caller passes arguments valid for the named libc function.
@@ -16,6 +14,10 @@ macro_rules! syscall {
         }
     }};
 }
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub mod net;
 
 /// Seconds on CLOCK_MONOTONIC, converted exactly as `time.monotonic()` converts them, so the loop's
 /// `time()` and `time.monotonic()` are one clock.

@@ -1,0 +1,160 @@
+"""Connections, servers, datagram endpoints, pipes, TLS and subprocesses for ``ferroloop.Loop``.
+
+These are the stdlib loop's own methods, taken from the class ``asyncio.new_event_loop()``
+returns on this platform (``asyncio.unix_events._UnixSelectorEventLoop``) and run on ferroloop,
+so their arguments, checks, errors and version differences are exactly the stdlib's. They build
+on what ferroloop implements natively: the fd table (``_add_reader``/``_add_writer``), the
+scheduling methods, ``sock_*`` and ``getaddrinfo``.
+
+Only methods that orchestrate are taken; none of them may reach selector-loop state
+(``_selector``, ``_ready``, ``_scheduled``), and none may use ``super()``, which would refer to
+the stdlib class. ``tests/stdlib`` checks the result against CPython's own test suite.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import weakref
+from asyncio import constants, sslproto, unix_events
+from asyncio.log import logger
+
+from ._transports import SocketTransport
+
+_STDLIB_LOOP = unix_events._UnixSelectorEventLoop
+
+# The public network methods and every private helper they call on the loop.
+_TAKEN = (
+    # TCP and servers
+    "create_connection",
+    "_connect_sock",
+    "_create_connection_transport",
+    "_ensure_resolved",
+    "create_server",
+    "_create_server_getaddrinfo",
+    "connect_accepted_socket",
+    "_start_serving",
+    "_accept_connection",
+    "_accept_connection2",
+    # Unix sockets
+    "create_unix_connection",
+    "create_unix_server",
+    # UDP
+    "create_datagram_endpoint",
+    "_make_datagram_transport",
+    # TLS
+    "start_tls",
+    # Pipes
+    "connect_read_pipe",
+    "connect_write_pipe",
+    "_make_read_pipe_transport",
+    "_make_write_pipe_transport",
+    # loop.sendfile, and sock_sendfile's os.sendfile() path
+    "sendfile",
+    "_sock_sendfile_native",
+    "_sock_sendfile_native_impl",
+    "_sock_sendfile_update_filepos",
+    "_sock_add_cancellation_callback",
+    "_sendfile_native",
+    "_sendfile_fallback",
+    # Subprocesses
+    "subprocess_exec",
+    "subprocess_shell",
+    "_log_subprocess",
+    "_make_subprocess_transport",
+    "_child_watcher_callback",
+)
+
+
+class NetworkMixin:
+    """Transports and everything that makes them, for ``ferroloop.Loop``."""
+
+    __slots__ = ()
+
+    def _init_network(self):
+        # fd -> transport, which `_ensure_fd_no_transport` consults (the selector loop's name).
+        self._transports = weakref.WeakValueDictionary()
+        # Listening Unix sockets to unlink when their server closes (3.13's cleanup_socket).
+        self._unix_server_sockets = {}
+        self._selector = _Registrations(self)
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        self._ensure_fd_no_transport(sock.fileno())
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+    ):
+        # TLS is the stdlib's SSLProtocol (an ssl.MemoryBIO state machine) over a native
+        # transport; the application sees the protocol's own transport.
+        self._ensure_fd_no_transport(rawsock.fileno())
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _stop_serving(self, sock):
+        """A server stops listening on ``sock``; a Unix socket file it made is removed with it."""
+        inode = self._unix_server_sockets.pop(sock, None)
+        path = sock.getsockname() if inode is not None else None
+        self._remove_reader(sock.fileno())
+        sock.close()
+        if path is None:
+            return
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+
+class _Registrations:
+    """A read-only, selector-shaped view of the loop's fd table (``get_key``/``get_map``), for
+    code that inspects ``loop._selector`` to see what an fd is registered for, as the stdlib's
+    datagram and pipe transports do in their ``repr``."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        reader, writer = self._loop._fd_handles(fd)
+        events = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        if not events:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
+
+
+def _take(name):
+    for klass in _STDLIB_LOOP.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    raise AttributeError(name)
+
+
+for _name in _TAKEN:
+    setattr(NetworkMixin, _name, _take(_name))
+del _name

@@ -1,0 +1,231 @@
+"""The stream socket transport (TCP and Unix sockets) of ``ferroloop.Loop``.
+
+``SocketTransport`` is a real ``asyncio.Transport``; the per-byte work (reads into the protocol,
+sends and the write buffer) is done by its native ``StreamCore`` (``src/transport/``), whose
+methods it exposes directly as its own ``write``/``writelines``/``is_closing``/... so a call
+costs no Python frame. What stays here is what happens once per connection or on errors:
+``connection_made``/``connection_lost``, closing, fatal errors, flow-control callbacks (the
+stdlib's ``_FlowControlMixin``), ``get_extra_info`` and the hooks ``loop.sendfile``,
+``start_tls`` and sslproto use.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import warnings
+from asyncio import base_events, constants, futures, protocols, transports, trsock
+from asyncio.log import logger
+
+from ._core import StreamCore
+
+
+def _set_nodelay(sock):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+# 3.13's Server tracks its clients (for close_clients), so it is told which transport comes and goes.
+if len(inspect.signature(base_events.Server._attach).parameters) > 1:
+
+    def _attach(server, transport):
+        server._attach(transport)
+
+    def _detach(server, transport):
+        server._detach(transport)
+
+else:
+
+    def _attach(server, transport):
+        server._attach()
+
+    def _detach(server, transport):
+        server._detach()
+
+
+class SocketTransport(transports._FlowControlMixin, transports.Transport):
+    """A stream socket's transport."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    max_size = 256 * 1024  # the most one read takes, as the stdlib's
+
+    _sock = None
+    _core = None
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        core = self._core = StreamCore(loop, sock.fileno(), self)
+        # The hot methods are the core's own, bound on the instance.
+        self.write = core.write
+        self.writelines = core.writelines
+        self.write_eof = core.write_eof
+        self.get_write_buffer_size = core.get_write_buffer_size
+        self.is_closing = core.is_closing
+        self.is_reading = core.is_reading
+        super().__init__(extra, loop)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+        self._server = server
+        if server is not None:
+            _attach(server, self)
+        loop._transports[self._sock_fd] = self
+        _set_nodelay(sock)
+
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(core.start)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed():
+            reading, writing = self._core.polling
+            info.append("read=polling" if reading else "read=idle")
+            bufsize = self._core.get_write_buffer_size()
+            info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={bufsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            self._sock.close()
+            if self._server is not None:
+                _detach(self._server, self)
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+        self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+
+    def get_protocol(self):
+        return self._protocol
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def pause_reading(self):
+        if self._core.pause_reading() and self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._core.resume_reading() and self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def _read_eof(self):
+        """The core read EOF."""
+        if self._loop.get_debug():
+            logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if keep_open:
+            self._core.stop_reading()
+        else:
+            self.close()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def can_write_eof(self):
+        return True
+
+    def _set_write_buffer_limits(self, high=None, low=None):
+        super()._set_write_buffer_limits(high, low)
+        self._core.set_limits(self._high_water, self._low_water)
+
+    def _warn_lost_write(self):
+        logger.warning("socket.send() raised exception.")
+
+    @property
+    def _empty_waiter(self):
+        return self._core.empty_waiter
+
+    def _make_empty_waiter(self):
+        if self._core.empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        waiter = self._loop.create_future()
+        if not self._core.get_write_buffer_size():
+            waiter.set_result(None)
+        self._core.empty_waiter = waiter
+        return waiter
+
+    def _reset_empty_waiter(self):
+        self._core.empty_waiter = None
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close(self):
+        if self._core.begin_close():
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        # Not logged: an OSError here is a peer going away, routine for a server.
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._core.force_close():
+            self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _finish_close(self):
+        """The core flushed the buffer of a closing transport."""
+        self._call_connection_lost(None)
+
+    def _call_connection_lost(self, exc):
+        core = self._core
+        waiter = core.empty_waiter
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            core.detach()
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                _detach(server, self)
+                self._server = None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionError("Connection is closed by peer"))

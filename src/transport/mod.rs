@@ -1,0 +1,646 @@
+//! `StreamCore`: the native half of a stream socket transport (TCP, Unix).
+//!
+//! The Python class `ferroloop._transports.SocketTransport` is the `asyncio.Transport` users see;
+//! it holds one of these and hands it the per-byte work: reading into the protocol
+//! (`data_received`, or `get_buffer`/`buffer_updated` for a `BufferedProtocol`) and writing
+//! (an immediate `send` when nothing is buffered, a gathering `sendmsg` of the buffered chunks
+//! when the socket is writable again). Everything rare stays in Python: closing, errors,
+//! `connection_lost`, flow-control callbacks, `get_extra_info`.
+//!
+//! The fd is registered once, edge-triggered, for both events (`LoopCore::add_stream`); `Wants`
+//! says which events this transport wants delivered, so pausing, resuming and buffering cost no
+//! system call. It is unregistered while it wants neither (paused or at EOF with nothing to
+//! send), so that, as with the stdlib, an idle transport nothing else holds can be collected.
+//!
+//! Edge-triggering needs every readiness event consumed: a read that fills the whole buffer may
+//! have left more behind, so the reader is queued again for the next turn (one read per turn,
+//! as the stdlib does); a shorter read emptied the socket. Writes go on until the kernel takes
+//! less than offered.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::{intern, PyTraverseError};
+
+use crate::ffi::{self, GilCell};
+use crate::r#loop::io::Wants;
+use crate::r#loop::LoopCore;
+use crate::{errors, sys};
+
+/// The most one read takes (the stdlib's `max_size`).
+const MAX_READ: usize = 256 * 1024;
+
+/// After this many writes to a lost connection, each further one logs a warning (the stdlib's
+/// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
+const LOST_WRITES_LOGGED_FROM: u32 = 5;
+
+thread_local! {
+    /// One read buffer per thread, shared by every transport: reads copy out what they got.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+}
+
+struct State {
+    protocol: Option<Py<PyAny>>,
+    /// The protocol is a `BufferedProtocol`: reads go into its buffer.
+    buffered: bool,
+    /// The Python transport, for the cold paths (errors, EOF, flow control, connection lost).
+    transport: Option<Py<PyAny>>,
+    /// Data accepted by `write()` and not yet sent; the first chunk is sent up to `sent_front`.
+    chunks: VecDeque<Vec<u8>>,
+    sent_front: usize,
+    size: usize,
+    high: usize,
+    low: usize,
+    /// Counts `connection_lost` being scheduled, then writes after it (as the stdlib does).
+    conn_lost: u32,
+    closing: bool,
+    paused: bool,
+    /// EOF was received and the protocol kept the transport open: nothing more to read.
+    read_eof: bool,
+    /// `write_eof()` was called.
+    write_eof: bool,
+    /// A `sendfile()` waits for the buffer to empty.
+    empty_waiter: Option<Py<PyAny>>,
+    started: bool,
+    registered: bool,
+    detached: bool,
+}
+
+impl State {
+    fn wants_read(&self) -> bool {
+        !self.closing && !self.paused && !self.read_eof && self.conn_lost == 0
+    }
+
+    fn should_register(&self) -> bool {
+        self.started && !self.detached && (self.wants_read() || self.size > 0)
+    }
+
+    /// Drops `n` sent bytes from the front of the buffer.
+    fn consume(&mut self, mut n: usize) {
+        self.size -= n;
+        while n > 0 {
+            let front_left = self.chunks[0].len() - self.sent_front;
+            if n >= front_left {
+                n -= front_left;
+                self.chunks.pop_front();
+                self.sent_front = 0;
+            } else {
+                self.sent_front += n;
+                n = 0;
+            }
+        }
+    }
+
+    fn clear_buffer(&mut self) {
+        self.chunks.clear();
+        self.sent_front = 0;
+        self.size = 0;
+    }
+}
+
+#[pyclass(frozen, module = "ferroloop._core", name = "StreamCore")]
+pub struct StreamCore {
+    fd: RawFd,
+    event_loop: Py<LoopCore>,
+    wants: Arc<Wants>,
+    st: GilCell<State>,
+}
+
+/// What a write did, decided with the state borrowed and acted on after.
+enum WriteOutcome {
+    Done,
+    Lost { log: bool },
+    Failed(std::io::Error),
+    Buffered { pause: bool, register: bool },
+}
+
+impl StreamCore {
+    /// Makes the poller registration and `wants` match the state (see the module docs).
+    fn sync_registration(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let (desired, registered) = {
+            let st = core.st.borrow_mut(py);
+            core.wants.read.store(st.wants_read(), Ordering::Relaxed);
+            core.wants.write.store(st.size > 0, Ordering::Relaxed);
+            (st.should_register(), st.registered)
+        };
+        if desired == registered {
+            return Ok(());
+        }
+        let event_loop = core.event_loop.bind(py);
+        if desired {
+            let read_ready = slf.getattr(intern!(py, "_read_ready"))?;
+            let write_ready = slf.getattr(intern!(py, "_write_ready"))?;
+            LoopCore::add_stream(event_loop, core.fd, read_ready, write_ready, core.wants.clone())?;
+        } else {
+            LoopCore::remove_stream(event_loop, core.fd)?;
+        }
+        core.st.borrow_mut(py).registered = desired;
+        Ok(())
+    }
+
+    fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.borrow_mut(py).transport.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    /// Hands an error to the transport's `_fatal_error` (which closes it), except the two that
+    /// must stop the loop, which propagate.
+    #[cold]
+    #[inline(never)]
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+            return Err(err);
+        }
+        if let Some(transport) = slf.get().transport(py) {
+            transport.call_method1(py, intern!(py, "_fatal_error"), (err.value(py), message))?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn call_transport(slf: &Bound<'_, Self>, method: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
+        let py = slf.py();
+        if let Some(transport) = slf.get().transport(py) {
+            transport.call_method0(py, method)?;
+        }
+        Ok(())
+    }
+
+    fn read_into_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let read = READ_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => sys::net::recv(core.fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n]))),
+            Err(_) => {
+                let mut buf = vec![0; MAX_READ];
+                sys::net::recv(core.fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n])))
+            }
+        });
+        let (n, data) = match read {
+            Ok(got) => got,
+            Err(e) if sys::net::would_block(&e) => return Ok(()),
+            Err(e) => return Self::fatal(slf, errors::os_error(e), "Fatal read error on socket transport"),
+        };
+        if n == 0 {
+            return Self::call_transport(slf, intern!(py, "_read_eof"));
+        }
+        if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
+            return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
+        }
+        if n == MAX_READ || core.wants.hangup.load(Ordering::Relaxed) {
+            // There may be more (or an EOF); edge-triggering will not say so again.
+            core.event_loop.get().requeue_reader(py, core.fd);
+        }
+        Ok(())
+    }
+
+    fn read_into_buffer(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        const GET_BUFFER_FAILED: &str = "Fatal error: protocol.get_buffer() call failed.";
+        let buf = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
+            Ok(buf) => buf,
+            Err(e) => return Self::fatal(slf, e, GET_BUFFER_FAILED),
+        };
+        match buf.len() {
+            Ok(0) => {
+                let err = PyRuntimeError::new_err("get_buffer() returned an empty buffer");
+                return Self::fatal(slf, err, GET_BUFFER_FAILED);
+            }
+            Ok(_) => {}
+            Err(e) => return Self::fatal(slf, e, GET_BUFFER_FAILED),
+        }
+        let mut offered = 0;
+        let n = match ffi::with_writable(&buf, |ptr, len| {
+            offered = len;
+            sys::net::recv_raw(core.fd, ptr, len)
+        }) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if sys::net::would_block(&e) => return Ok(()),
+            Ok(Err(e)) => return Self::fatal(slf, errors::os_error(e), "Fatal read error on socket transport"),
+            Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
+        };
+        drop(buf);
+        if n == 0 {
+            return Self::call_transport(slf, intern!(py, "_read_eof"));
+        }
+        if let Err(e) = protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
+            return Self::fatal(slf, e, "Fatal error: protocol.buffer_updated() call failed.");
+        }
+        if n == offered || core.wants.hangup.load(Ordering::Relaxed) {
+            // The protocol's buffer may have been smaller than what is waiting.
+            core.event_loop.get().requeue_reader(py, core.fd);
+        }
+        Ok(())
+    }
+
+    fn check_writable(st: &State, what: &str) -> PyResult<()> {
+        if st.write_eof {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot call {what}() after write_eof()"
+            )));
+        }
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(format!(
+                "unable to {what}; sendfile is in progress"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `write()` on bytes already checked: send what the socket takes now, buffer the rest.
+    fn write_bytes(&self, py: Python<'_>, bytes: &[u8]) -> WriteOutcome {
+        if bytes.is_empty() {
+            return WriteOutcome::Done;
+        }
+        let mut st = self.st.borrow_mut(py);
+        if st.conn_lost > 0 {
+            let log = st.conn_lost >= LOST_WRITES_LOGGED_FROM;
+            st.conn_lost += 1;
+            return WriteOutcome::Lost { log };
+        }
+        let mut sent = 0;
+        if st.chunks.is_empty() {
+            match sys::net::send(self.fd, bytes) {
+                Ok(n) if n == bytes.len() => return WriteOutcome::Done,
+                Ok(n) => sent = n,
+                Err(e) if sys::net::would_block(&e) => {}
+                Err(e) => return WriteOutcome::Failed(e),
+            }
+        }
+        st.chunks.push_back(bytes[sent..].to_vec());
+        st.size += bytes.len() - sent;
+        self.wants.write.store(true, Ordering::Relaxed);
+        WriteOutcome::Buffered {
+            pause: st.size > st.high,
+            register: !st.registered && st.should_register(),
+        }
+    }
+
+    fn after_write(slf: &Bound<'_, Self>, outcome: WriteOutcome) -> PyResult<()> {
+        let py = slf.py();
+        match outcome {
+            WriteOutcome::Done => Ok(()),
+            WriteOutcome::Lost { log } => {
+                if log {
+                    Self::call_transport(slf, intern!(py, "_warn_lost_write"))?;
+                }
+                Ok(())
+            }
+            WriteOutcome::Failed(e) => Self::fatal(slf, errors::os_error(e), "Fatal write error on socket transport"),
+            WriteOutcome::Buffered { pause, register } => {
+                if register {
+                    Self::sync_registration(slf)?;
+                }
+                if pause {
+                    Self::call_transport(slf, intern!(py, "_maybe_pause_protocol"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl StreamCore {
+    #[new]
+    fn py_new(event_loop: Bound<'_, LoopCore>, fd: RawFd, transport: Py<PyAny>) -> Self {
+        StreamCore {
+            fd,
+            event_loop: event_loop.unbind(),
+            wants: Arc::new(Wants::default()),
+            st: GilCell::new(State {
+                protocol: None,
+                buffered: false,
+                transport: Some(transport),
+                chunks: VecDeque::new(),
+                sent_front: 0,
+                size: 0,
+                high: 64 * 1024,
+                low: 16 * 1024,
+                conn_lost: 0,
+                closing: false,
+                paused: false,
+                read_eof: false,
+                write_eof: false,
+                empty_waiter: None,
+                started: false,
+                registered: false,
+                detached: false,
+            }),
+        }
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool) {
+        let old = {
+            let mut st = self.st.borrow_mut(py);
+            st.buffered = buffered;
+            st.protocol.replace(protocol)
+        };
+        drop(old);
+    }
+
+    /// Starts polling (after `connection_made`, as the stdlib does).
+    fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().st.borrow_mut(slf.py()).started = true;
+        Self::sync_registration(slf)
+    }
+
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (protocol, buffered) = {
+            let st = slf.get().st.borrow_mut(py);
+            if !st.wants_read() {
+                return Ok(());
+            }
+            match &st.protocol {
+                Some(p) => (p.clone_ref(py), st.buffered),
+                None => return Ok(()),
+            }
+        };
+        if buffered {
+            Self::read_into_buffer(slf, protocol.bind(py))
+        } else {
+            Self::read_into_protocol(slf, protocol.bind(py))
+        }
+    }
+
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let (result, low) = {
+            let mut st = core.st.borrow_mut(py);
+            if st.conn_lost > 0 || st.chunks.is_empty() {
+                core.wants
+                    .write
+                    .store(st.size > 0 && st.conn_lost == 0, Ordering::Relaxed);
+                return Ok(());
+            }
+            let mut slices: Vec<&[u8]> = Vec::with_capacity(st.chunks.len().min(1024));
+            for (i, chunk) in st.chunks.iter().enumerate().take(1024) {
+                slices.push(if i == 0 { &chunk[st.sent_front..] } else { chunk });
+            }
+            let result = sys::net::send_vectored(core.fd, &slices);
+            drop(slices);
+            match result {
+                Ok(n) => {
+                    st.consume(n);
+                    (Ok(()), st.size <= st.low)
+                }
+                Err(e) if sys::net::would_block(&e) => return Ok(()),
+                Err(e) => {
+                    st.clear_buffer();
+                    core.wants.write.store(false, Ordering::Relaxed);
+                    (Err((e, st.empty_waiter.as_ref().map(|w| w.clone_ref(py)))), false)
+                }
+            }
+        };
+        if let Err((e, waiter)) = result {
+            let exc = errors::os_error(e);
+            let value = exc.value(py).clone();
+            Self::fatal(slf, exc, "Fatal write error on socket transport")?;
+            if let Some(waiter) = waiter {
+                waiter.call_method1(py, intern!(py, "set_exception"), (value,))?;
+            }
+            return Self::sync_registration(slf);
+        }
+        if low {
+            Self::call_transport(slf, intern!(py, "_maybe_resume_protocol"))?;
+        }
+        let (empty, waiter, closing, write_eof) = {
+            let st = core.st.borrow_mut(py);
+            (
+                st.chunks.is_empty(),
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                st.closing,
+                st.write_eof,
+            )
+        };
+        if !empty {
+            return Ok(());
+        }
+        core.wants.write.store(false, Ordering::Relaxed);
+        if let Some(waiter) = waiter {
+            waiter.call_method1(py, intern!(py, "set_result"), (py.None(),))?;
+        }
+        if closing {
+            Self::call_transport(slf, intern!(py, "_finish_close"))?;
+        } else if write_eof {
+            sys::net::shutdown_write(core.fd).map_err(errors::os_error)?;
+        }
+        Self::sync_registration(slf)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {:?}",
+                data.get_type().name()?.to_string()
+            )));
+        }
+        let core = slf.get();
+        Self::check_writable(&core.st.borrow_mut(py), "write")?;
+        let outcome = ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes))?;
+        Self::after_write(slf, outcome)
+    }
+
+    /// `writelines()`: the pieces joined, then one write.
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        Self::check_writable(&core.st.borrow_mut(py), "writelines")?;
+        let mut joined = Vec::new();
+        for item in list_of_data.try_iter()? {
+            ffi::with_bytes(&item?, |bytes| joined.extend_from_slice(bytes))?;
+        }
+        let outcome = core.write_bytes(py, &joined);
+        Self::after_write(slf, outcome)
+    }
+
+    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
+        let empty = {
+            let mut st = self.st.borrow_mut(py);
+            if st.closing || st.write_eof {
+                return Ok(());
+            }
+            st.write_eof = true;
+            st.chunks.is_empty()
+        };
+        if empty {
+            sys::net::shutdown_write(self.fd).map_err(errors::os_error)?;
+        }
+        Ok(())
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.st.borrow_mut(py).size
+    }
+
+    fn set_limits(&self, py: Python<'_>, high: usize, low: usize) {
+        let mut st = self.st.borrow_mut(py);
+        st.high = high;
+        st.low = low;
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).closing
+    }
+
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let st = self.st.borrow_mut(py);
+        !st.closing && !st.paused
+    }
+
+    /// `pause_reading()`; false when there was nothing to do.
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            if st.closing || st.paused {
+                return Ok(false);
+            }
+            st.paused = true;
+        }
+        Self::sync_registration(slf)?;
+        Ok(true)
+    }
+
+    /// `resume_reading()`; false when there was nothing to do. Data that arrived meanwhile is
+    /// read on the next turn.
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let core = slf.get();
+        {
+            let mut st = core.st.borrow_mut(py);
+            if st.closing || !st.paused {
+                return Ok(false);
+            }
+            st.paused = false;
+            st.read_eof = false;
+        }
+        Self::sync_registration(slf)?;
+        core.event_loop.get().requeue_reader(py, core.fd);
+        Ok(true)
+    }
+
+    /// EOF arrived and the protocol keeps the transport open: stop reading.
+    fn stop_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().st.borrow_mut(slf.py()).read_eof = true;
+        Self::sync_registration(slf)
+    }
+
+    /// `close()`: stop reading; true when nothing is left to send, so `connection_lost` is due
+    /// now (otherwise `_write_ready` calls `_finish_close` once the buffer is flushed).
+    fn begin_close(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let lose_now = {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            if st.closing {
+                return Ok(false);
+            }
+            st.closing = true;
+            let empty = st.chunks.is_empty();
+            if empty {
+                st.conn_lost += 1;
+            }
+            empty
+        };
+        Self::sync_registration(slf)?;
+        Ok(lose_now)
+    }
+
+    /// `abort()` and fatal errors: drop the buffer; false if `connection_lost` is already due.
+    fn force_close(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            if st.conn_lost > 0 {
+                return Ok(false);
+            }
+            st.clear_buffer();
+            st.closing = true;
+            st.conn_lost += 1;
+        }
+        Self::sync_registration(slf)?;
+        Ok(true)
+    }
+
+    /// The connection is lost: unregister the fd (before the socket is closed) and let go of
+    /// the protocol and transport.
+    fn detach(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let (registered, taken) = {
+            let mut st = core.st.borrow_mut(py);
+            st.detached = true;
+            st.conn_lost = st.conn_lost.max(1);
+            st.clear_buffer();
+            let taken = (st.protocol.take(), st.transport.take(), st.empty_waiter.take());
+            (std::mem::replace(&mut st.registered, false), taken)
+        };
+        core.wants.read.store(false, Ordering::Relaxed);
+        core.wants.write.store(false, Ordering::Relaxed);
+        drop(taken);
+        if registered {
+            LoopCore::remove_stream(core.event_loop.bind(py), core.fd)?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn conn_lost(&self, py: Python<'_>) -> u32 {
+        self.st.borrow_mut(py).conn_lost
+    }
+
+    #[getter]
+    fn paused(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).paused
+    }
+
+    #[getter]
+    fn polling(&self, py: Python<'_>) -> (bool, bool) {
+        let st = self.st.borrow_mut(py);
+        (st.registered && st.wants_read(), st.registered && st.size > 0)
+    }
+
+    #[getter]
+    fn empty_waiter(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.borrow_mut(py).empty_waiter.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    #[setter]
+    fn set_empty_waiter(&self, py: Python<'_>, waiter: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.st.borrow_mut(py).empty_waiter, waiter);
+        drop(old);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        if let Some(st) = self.st.try_borrow_in_gc() {
+            visit.call(&st.protocol)?;
+            visit.call(&st.transport)?;
+            visit.call(&st.empty_waiter)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Some(mut st) = self.st.try_borrow_in_gc() {
+            let taken = (st.protocol.take(), st.transport.take(), st.empty_waiter.take());
+            drop(st);
+            // The collector calls this with the GIL held.
+            Python::attach(|_| drop(taken));
+        }
+    }
+}
