@@ -1,0 +1,218 @@
+"""connect_read_pipe / connect_write_pipe over os.pipe()."""
+
+import asyncio
+import os
+
+import pytest
+from _netutil import Recorder, payload, wait
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    rfile = open(r, "rb", buffering=0)
+    wfile = open(w, "wb", buffering=0)
+    with rfile, wfile:
+        yield rfile, wfile
+
+
+def test_read_pipe_data_and_eof(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_read_pipe(Recorder, rfile))
+        assert isinstance(transport, asyncio.ReadTransport)
+        assert not isinstance(transport, asyncio.WriteTransport)
+        assert transport.get_extra_info("pipe") is rfile
+        assert os.get_blocking(rfile.fileno()) is False
+        assert transport.is_reading()
+        os.write(wfile.fileno(), b"through the pipe")
+        assert await proto.read(16) == b"through the pipe"
+        wfile.close()
+        assert await wait(proto.lost) is None
+        assert proto.events == ["made", "data", "eof", "lost"]
+        assert rfile.closed
+
+    loop.run_until_complete(main())
+
+
+def test_read_pipe_pause_resume(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_read_pipe(Recorder, rfile))
+        transport.pause_reading()
+        assert not transport.is_reading()
+        transport.pause_reading()  # idempotent
+        os.write(wfile.fileno(), b"held")
+        await asyncio.sleep(0.05)
+        assert proto.data == b""
+        transport.resume_reading()
+        assert transport.is_reading()
+        assert await proto.read(4) == b"held"
+        transport.close()
+        assert transport.is_closing()
+        assert await wait(proto.lost) is None
+        assert not transport.is_reading()
+
+    loop.run_until_complete(main())
+
+
+def test_read_pipe_close_closes_the_file(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_read_pipe(Recorder, rfile))
+        transport.close()
+        transport.close()
+        await wait(proto.lost)
+        await asyncio.sleep(0.01)
+        assert rfile.closed
+        assert proto.events == ["made", "lost"]
+        with pytest.raises(BrokenPipeError):
+            os.write(wfile.fileno(), b"x")
+
+    loop.run_until_complete(main())
+
+
+def test_read_pipe_rejects_regular_file(loop, tmp_path):
+    path = tmp_path / "plain"
+    path.write_bytes(b"data")
+
+    async def main():
+        with open(path, "rb") as f:
+            with pytest.raises(ValueError):
+                await loop.connect_read_pipe(Recorder, f)
+
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_data(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        assert isinstance(transport, asyncio.WriteTransport)
+        assert transport.get_extra_info("pipe") is wfile
+        assert os.get_blocking(wfile.fileno()) is False
+        transport.write(b"abc")
+        transport.writelines([b"d", bytearray(b"e"), memoryview(b"f")])
+        assert transport.get_write_buffer_size() == 0  # an empty pipe takes it all at once
+        assert os.read(rfile.fileno(), 100) == b"abcdef"
+        assert transport.can_write_eof()
+        transport.write_eof()
+        assert transport.is_closing()
+        assert await wait(proto.lost) is None
+        assert os.read(rfile.fileno(), 100) == b""
+        assert wfile.closed
+
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_flow_control(loop, pipe):
+    rfile, wfile = pipe
+    data = payload(1024 * 1024)
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        transport.set_write_buffer_limits(high=16 * 1024)
+        assert transport.get_write_buffer_limits() == (4 * 1024, 16 * 1024)
+        transport.write(data)
+        # Nobody reads: the pipe fills, the rest is buffered and the protocol paused at once.
+        assert proto.events == ["made", "pause"]
+        assert transport.get_write_buffer_size() > 16 * 1024
+        received = bytearray()
+        while proto.resumes == 0 or len(received) < len(data):
+            try:
+                received += os.read(rfile.fileno(), 64 * 1024)
+            except BlockingIOError:
+                pass
+            await asyncio.sleep(0)
+        assert received == data
+        assert proto.events == ["made", "pause", "resume"]
+        assert transport.get_write_buffer_size() == 0
+        transport.close()
+        await wait(proto.lost)
+
+    os.set_blocking(rfile.fileno(), False)
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_close_flushes(loop, pipe):
+    rfile, wfile = pipe
+    data = payload(512 * 1024)
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        transport.write(data)
+        transport.close()
+        assert transport.is_closing()
+        transport.write(b"dropped")  # after close(): ignored, no exception
+        received = bytearray()
+        while chunk := await loop.run_in_executor(None, os.read, rfile.fileno(), 1 << 20):
+            received += chunk
+        assert received == data
+        assert await wait(proto.lost) is None
+
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_abort_drops_buffer(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        transport.write(b"x" * (1024 * 1024))
+        assert transport.get_write_buffer_size() > 0
+        transport.abort()
+        assert await wait(proto.lost) is None
+        assert wfile.closed
+        total = 0
+        while chunk := os.read(rfile.fileno(), 1 << 20):
+            total += len(chunk)
+        assert 0 < total < 1024 * 1024
+
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_reader_closes(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        rfile.close()
+        # With nothing buffered, the loop notices the closed read end by itself.
+        assert await wait(proto.lost) is None
+        assert transport.is_closing()
+
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_broken_pipe(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        rfile.close()
+        transport.write(b"nobody listens")
+        assert isinstance(await wait(proto.lost), BrokenPipeError)
+
+    loop.run_until_complete(main())
+
+
+def test_pipe_pair_round_trip(loop):
+    r, w = os.pipe()
+
+    async def main():
+        rtransport, rproto = await wait(loop.connect_read_pipe(Recorder, open(r, "rb", buffering=0)))
+        wtransport, wproto = await wait(loop.connect_write_pipe(Recorder, open(w, "wb", buffering=0)))
+        data = payload(3 * 1024 * 1024)
+        wtransport.write(data)
+        wtransport.close()
+        assert await rproto.read(len(data)) == data
+        assert await wait(rproto.lost) is None
+        assert await wait(wproto.lost) is None
+        assert rproto.events == ["made", "data", "eof", "lost"]
+        assert rtransport.is_closing()
+
+    loop.run_until_complete(main())

@@ -1,0 +1,521 @@
+"""The stream transport API (on TCP): types, writing, closing, reading control, flow control,
+extra info, protocol switching, BufferedProtocol and half-close."""
+
+import asyncio
+import socket
+
+import pytest
+from _netutil import Recorder, accept, payload, recv_exactly, recv_until_eof, shrink_buffers, wait
+from _sockutil import listener
+
+
+async def transport_pair(loop, factory=Recorder):
+    """A transport over a fresh TCP connection, and the raw (non-blocking) peer socket.
+
+    The transport owns its socket; the caller closes the peer."""
+    with listener() as lsock:
+        client = socket.socket()
+        client.setblocking(False)
+        await wait(loop.sock_connect(client, lsock.getsockname()))
+        peer = await accept(loop, lsock)
+    transport, proto = await wait(loop.create_connection(factory, sock=client))
+    return transport, proto, peer
+
+
+async def fill_until_paused(transport, proto, chunk=256 * 1024, limit=64 * 1024 * 1024):
+    """Write to a non-reading peer until the protocol is paused; return the bytes written."""
+    written = bytearray()
+    while proto.pauses == 0:
+        assert len(written) < limit, "pause_writing() never called"
+        data = payload(chunk)
+        transport.write(data)
+        written += data
+    return bytes(written)
+
+
+def test_transport_types(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            assert isinstance(transport, asyncio.Transport)
+            assert isinstance(transport, asyncio.ReadTransport)
+            assert isinstance(transport, asyncio.WriteTransport)
+            assert isinstance(transport, asyncio.BaseTransport)
+            assert not isinstance(transport, asyncio.DatagramTransport)
+            assert not transport.is_closing()
+            assert transport.is_reading()
+            assert transport.get_protocol() is proto
+            transport.close()
+
+    loop.run_until_complete(main())
+
+
+def test_transport_fd_is_off_limits(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            fd = transport.get_extra_info("socket").fileno()
+            for method in (loop.add_reader, loop.add_writer):
+                with pytest.raises(RuntimeError):
+                    method(fd, lambda: None)
+            for method in (loop.remove_reader, loop.remove_writer):
+                with pytest.raises(RuntimeError):
+                    method(fd)
+            # The transport still works.
+            await loop.sock_sendall(peer, b"fine")
+            assert await proto.read(4) == b"fine"
+            transport.close()
+            await wait(proto.lost)
+            # Once the transport is closed the fd is free again.
+            assert loop.remove_reader(fd) is False
+
+    loop.run_until_complete(main())
+
+
+def test_write_and_writelines(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.write(b"bytes,")
+            transport.write(bytearray(b"bytearray,"))
+            transport.write(memoryview(b"..memoryview,")[2:])
+            transport.write(b"")
+            transport.writelines([b"one,", bytearray(b"two,"), memoryview(b"three")])
+            transport.writelines([])
+            expected = b"bytes,bytearray,memoryview,one,two,three"
+            assert await recv_exactly(loop, peer, len(expected)) == expected
+            with pytest.raises(TypeError):
+                transport.write("text")
+            with pytest.raises(TypeError):
+                transport.write(42)
+            assert not transport.is_closing()
+            transport.close()
+            assert await recv_until_eof(loop, peer) == b""
+
+    loop.run_until_complete(main())
+
+
+def test_write_eof_half_close(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            assert transport.can_write_eof()
+            transport.write(b"request")
+            transport.write_eof()
+            transport.write_eof()  # twice is fine
+            assert not transport.is_closing()
+            assert await recv_until_eof(loop, peer) == b"request"
+            with pytest.raises(RuntimeError):
+                transport.write(b"more")
+            # The read side is still open.
+            await loop.sock_sendall(peer, b"response")
+            assert await proto.read(8) == b"response"
+            peer.shutdown(socket.SHUT_WR)
+            assert await wait(proto.lost) is None
+            assert proto.events == ["made", "data", "eof", "lost"]
+
+    loop.run_until_complete(main())
+
+
+def test_close_flushes_then_loses_connection_once(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            shrink_buffers(peer, transport.get_extra_info("socket"))
+            data = payload(4 * 1024 * 1024)
+            transport.write(data)
+            assert transport.get_write_buffer_size() > 0
+            transport.close()
+            assert transport.is_closing()
+            assert not transport.is_reading()
+            transport.close()
+            await asyncio.sleep(0.01)
+            assert not proto.lost.done()  # still flushing
+            assert await recv_until_eof(loop, peer) == data
+            assert await wait(proto.lost) is None
+            await asyncio.sleep(0.01)
+            assert proto.events.count("lost") == 1
+            assert transport.get_write_buffer_size() == 0
+
+    loop.run_until_complete(main())
+
+
+def test_close_does_not_deliver_more_data(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.close()
+            await loop.sock_sendall(peer, b"too late")
+            assert await wait(proto.lost) is None
+            await asyncio.sleep(0.01)
+            assert proto.data == b""
+            assert proto.events == ["made", "lost"]
+
+    loop.run_until_complete(main())
+
+
+def test_abort_drops_buffer(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            shrink_buffers(peer, transport.get_extra_info("socket"))
+            transport.write(b"x" * (4 * 1024 * 1024))
+            transport.abort()
+            assert transport.is_closing()
+            assert await wait(proto.lost) is None
+            transport.close()
+            transport.abort()
+            await asyncio.sleep(0.01)
+            assert proto.events == ["made", "pause", "lost"]
+            received = 0
+            try:
+                while chunk := await wait(loop.sock_recv(peer, 1 << 20)):
+                    received += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert received < 4 * 1024 * 1024
+
+    loop.run_until_complete(main())
+
+
+def test_pause_and_resume_reading(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.pause_reading()
+            assert not transport.is_reading()
+            transport.pause_reading()  # idempotent
+            await loop.sock_sendall(peer, b"waiting")
+            await asyncio.sleep(0.05)
+            assert proto.data == b""
+            transport.resume_reading()
+            assert transport.is_reading()
+            transport.resume_reading()
+            assert await proto.read(7) == b"waiting"
+            # EOF is held back while paused as well.
+            transport.pause_reading()
+            peer.shutdown(socket.SHUT_WR)
+            await asyncio.sleep(0.05)
+            assert not proto.eof.done()
+            transport.resume_reading()
+            await wait(proto.eof)
+            assert await wait(proto.lost) is None
+            assert not transport.is_reading()
+
+    loop.run_until_complete(main())
+
+
+def test_write_buffer_limits(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            transport.set_write_buffer_limits(high=1000)
+            assert transport.get_write_buffer_limits() == (250, 1000)
+            transport.set_write_buffer_limits(high=1000, low=10)
+            assert transport.get_write_buffer_limits() == (10, 1000)
+            transport.set_write_buffer_limits(low=100)
+            assert transport.get_write_buffer_limits() == (100, 400)
+            transport.set_write_buffer_limits(high=0)
+            assert transport.get_write_buffer_limits() == (0, 0)
+            with pytest.raises(ValueError):
+                transport.set_write_buffer_limits(high=10, low=20)
+            with pytest.raises(ValueError):
+                transport.set_write_buffer_limits(high=-1)
+            transport.set_write_buffer_limits()
+            assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            assert transport.get_write_buffer_size() == 0
+            transport.close()
+
+    loop.run_until_complete(main())
+
+
+def test_pause_and_resume_writing(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            shrink_buffers(peer, transport.get_extra_info("socket"))
+            written = await fill_until_paused(transport, proto)
+            # pause_writing() ran inside write(), before any loop iteration.
+            assert proto.events == ["made", "pause"]
+            assert transport.get_write_buffer_size() > 64 * 1024
+            received = bytearray()
+            while proto.resumes == 0:
+                received += await wait(loop.sock_recv(peer, 1 << 20))
+            assert proto.events == ["made", "pause", "resume"]
+            assert transport.get_write_buffer_size() <= 16 * 1024
+            received += await recv_exactly(loop, peer, len(written) - len(received))
+            assert received == written
+            assert transport.get_write_buffer_size() == 0
+            transport.close()
+
+    loop.run_until_complete(main())
+
+
+def test_lowering_limits_pauses_at_once(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            shrink_buffers(peer, transport.get_extra_info("socket"))
+            transport.set_write_buffer_limits(high=64 * 1024 * 1024)
+            transport.write(b"y" * (2 * 1024 * 1024))
+            size = transport.get_write_buffer_size()
+            assert size > 1024 and proto.pauses == 0
+            transport.set_write_buffer_limits(high=1024)
+            assert proto.events == ["made", "pause"]
+            transport.abort()
+            await wait(proto.lost)
+            # Closing a paused transport does not resume it.
+            assert proto.resumes == 0
+
+    loop.run_until_complete(main())
+
+
+def test_extra_info(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            assert transport.get_extra_info("peername") == peer.getsockname()
+            assert transport.get_extra_info("sockname") == peer.getpeername()
+            sock = transport.get_extra_info("socket")
+            assert isinstance(sock, asyncio.trsock.TransportSocket)
+            assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
+            assert sock.getpeername() == peer.getsockname()
+            assert transport.get_extra_info("no-such-key") is None
+            assert transport.get_extra_info("no-such-key", "dflt") == "dflt"
+            assert transport.get_extra_info("sslcontext") is None
+            transport.close()
+            await wait(proto.lost)
+            # Still answered after the connection is gone.
+            assert transport.get_extra_info("peername") == peer.getsockname()
+
+    loop.run_until_complete(main())
+
+
+def test_set_protocol(loop):
+    async def main():
+        transport, first, peer = await transport_pair(loop)
+        with peer:
+            await loop.sock_sendall(peer, b"for first")
+            assert await first.read(9) == b"for first"
+            second = Recorder()
+            transport.set_protocol(second)
+            assert transport.get_protocol() is second
+            await loop.sock_sendall(peer, b"for second")
+            assert await second.read(10) == b"for second"
+            assert first.data == b"for first"
+            peer.close()
+            assert await wait(second.lost) is None
+            assert not first.lost.done()
+            assert second.events == ["data", "eof", "lost"]
+
+    loop.run_until_complete(main())
+
+
+class Buffered(asyncio.BufferedProtocol):
+    def __init__(self, size=10):
+        loop = asyncio.get_running_loop()
+        self.buf = bytearray(size)
+        self.hints = []
+        self.received = bytearray()
+        self.updates = 0
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        self.hints.append(sizehint)
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        assert 0 < nbytes <= len(self.buf)
+        self.received += self.buf[:nbytes]
+        self.updates += 1
+
+    def eof_received(self):
+        self.eof.set_result(None)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def test_buffered_protocol(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop, Buffered)
+        with peer:
+            data = payload(1000)
+            await loop.sock_sendall(peer, data)
+            peer.shutdown(socket.SHUT_WR)
+            await wait(proto.eof)
+            assert proto.received == data
+            assert proto.updates >= 100  # never more than the 10-byte buffer at a time
+            assert set(proto.hints) == {-1}
+            assert await wait(proto.lost) is None
+
+    loop.run_until_complete(main())
+
+
+def test_buffered_protocol_large_buffer(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop, lambda: Buffered(1 << 20))
+        with peer:
+            data = payload(3 * 1024 * 1024)
+            sender = asyncio.ensure_future(loop.sock_sendall(peer, data))
+            await wait(sender)
+            peer.shutdown(socket.SHUT_WR)
+            await wait(proto.eof)
+            assert proto.received == data
+
+    loop.run_until_complete(main())
+
+
+def test_switch_between_plain_and_buffered_protocols(loop):
+    async def main():
+        transport, plain, peer = await transport_pair(loop)
+        with peer:
+            await loop.sock_sendall(peer, b"plain")
+            assert await plain.read(5) == b"plain"
+            buffered = Buffered(64)
+            transport.set_protocol(buffered)
+            await loop.sock_sendall(peer, b"buffered")
+            for _ in range(500):
+                if buffered.received == b"buffered":
+                    break
+                await asyncio.sleep(0.01)
+            assert buffered.received == b"buffered"
+            back = Recorder()
+            transport.set_protocol(back)
+            await loop.sock_sendall(peer, b"plain again")
+            assert await back.read(11) == b"plain again"
+            transport.close()
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.allow_exception_handler_calls
+def test_buffered_protocol_empty_buffer_is_fatal(loop, handler_calls):
+    async def main():
+        transport, proto, peer = await transport_pair(loop, lambda: Buffered(0))
+        with peer:
+            await loop.sock_sendall(peer, b"data")
+            exc = await wait(proto.lost)
+            assert isinstance(exc, RuntimeError)
+            assert transport.is_closing()
+            assert [c.get("exception") for c in handler_calls] == [exc]
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("result", [True, 1])
+def test_eof_received_true_keeps_half_open(loop, result):
+    async def main():
+        transport, proto, peer = await transport_pair(loop, lambda: Recorder(eof_result=result))
+        with peer:
+            await loop.sock_sendall(peer, b"question")
+            peer.shutdown(socket.SHUT_WR)
+            await wait(proto.eof)
+            assert proto.data == b"question"
+            await asyncio.sleep(0.02)
+            assert not transport.is_closing()
+            assert not proto.lost.done()
+            transport.write(b"answer")
+            assert await recv_exactly(loop, peer, 6) == b"answer"
+            transport.close()
+            assert await recv_until_eof(loop, peer) == b""
+            assert await wait(proto.lost) is None
+            assert proto.events == ["made", "data", "eof", "lost"]
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("result", [None, False])
+def test_eof_received_false_closes(loop, result):
+    async def main():
+        transport, proto, peer = await transport_pair(loop, lambda: Recorder(eof_result=result))
+        with peer:
+            peer.shutdown(socket.SHUT_WR)
+            assert await wait(proto.lost) is None
+            assert transport.is_closing()
+            assert proto.events == ["made", "eof", "lost"]
+            assert await recv_until_eof(loop, peer) == b""
+
+    loop.run_until_complete(main())
+
+
+def test_connection_lost_once_with_peer_close_and_local_close(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        peer.close()
+        transport.close()
+        transport.abort()
+        assert await wait(proto.lost) is None
+        await asyncio.sleep(0.02)
+        transport.close()
+        await asyncio.sleep(0.01)
+        assert proto.events.count("lost") == 1
+        assert proto.events[0] == "made"
+
+    loop.run_until_complete(main())
+
+
+def test_callbacks_run_from_the_loop_not_from_transport_methods(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.close()
+            assert proto.events == ["made"]  # connection_lost() is scheduled, never called inline
+            await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.allow_exception_handler_calls
+def test_data_received_error_is_fatal(loop, handler_calls):
+    class Failing(Recorder):
+        def data_received(self, data):
+            raise ZeroDivisionError("protocol bug")
+
+    async def main():
+        transport, proto, peer = await transport_pair(loop, Failing)
+        with peer:
+            await loop.sock_sendall(peer, b"boom")
+            exc = await wait(proto.lost)
+            assert isinstance(exc, ZeroDivisionError)
+            assert [c.get("exception") for c in handler_calls] == [exc]
+            assert handler_calls[0].get("transport") is transport
+            assert handler_calls[0].get("protocol") is proto
+            assert await recv_until_eof(loop, peer) == b""
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.allow_exception_handler_calls
+def test_connection_made_error_is_reported(loop, handler_calls):
+    class Failing(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            raise ZeroDivisionError("no")
+
+    async def main():
+        protos = []
+        server = await loop.create_server(lambda: protos.append(Failing()) or protos[-1], "127.0.0.1", 0)
+        client = socket.socket()
+        client.setblocking(False)
+        with client:
+            await wait(loop.sock_connect(client, server.sockets[0].getsockname()))
+            for _ in range(500):
+                if handler_calls:
+                    break
+                await asyncio.sleep(0.01)
+            assert [type(c.get("exception")) for c in handler_calls] == [ZeroDivisionError]
+            # Reported through the handler only: the connection itself stays up.
+            await loop.sock_sendall(client, b"still open")
+            assert await protos[0].read(10) == b"still open"
+            assert server.is_serving()
+            protos[0].transport.close()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
