@@ -21,7 +21,8 @@ python_for() {
     return 1
 }
 
-# Creates .venv-X.Y if needed, installs the test tools and (re)builds ferroloop into it.
+# Creates .venv-X.Y if needed, installs the test tools (and the libraries and test-CA maker the
+# library and TLS tests use) and (re)builds ferroloop into it.
 # Prints the venv's python.
 ensure_venv() {
     local v="$1" venv="$ROOT/.venv-$1" py
@@ -30,7 +31,8 @@ ensure_venv() {
         "$py" -m venv "$venv" >&2
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -U pip >&2
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest pytest-timeout ruff >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest pytest-timeout ruff \
+        aiohttp uvicorn trustme >&2
     # Build in place (cargo's target/ is shared across versions, so rebuilds are incremental).
     (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --release -q >&2)
     echo "$venv/bin/python"
