@@ -4,7 +4,9 @@ Every (row, loop) measurement runs in a fresh interpreter pinned to one CPU core
 repeated for several rounds; the table reports the median ops/s and the spread.
 
     python bench/run.py [--loops ferroloop,asyncio,uvloop,rloop] [--rounds 5] [--quick]
-                        [--rows core] [--out bench/results/latest.md]
+                        [--rows core|net|tls|proc|all|ROW,...] [--out bench/results/latest.md]
+
+Server rows (net, tls) run the server worker on one CPU and a load generator on another.
 
 Run bench/setup.sh first to create bench/.venv (the interpreter used for the workers).
 """
@@ -16,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,10 @@ WORKER = BENCH_DIR / "worker.py"
 DEFAULT_PYTHON = BENCH_DIR / ".venv" / "bin" / "python"
 DEFAULT_OUT = BENCH_DIR / "results" / "latest.md"
 EXIT_NOT_INSTALLED = 3
+EXIT_UNSUPPORTED = 4
+DEFAULT_ROWS = "core"
 GOAL = 1.2
+CLIENT_SATURATED = 0.9
 DEFAULT_ROUNDS = 5
 QUICK_ROUNDS = 1
 
@@ -52,20 +58,35 @@ class Cell:
     """All rounds of one (row, loop) measurement."""
 
     samples: list[float] = field(default_factory=list)
+    # ops per CPU-second of the measured process, for rows that report it
+    cpu_samples: list[float] = field(default_factory=list)
+    # server rows: load generator CPU use in cores (near 1.0 = it may have been the limit)
+    client_busy: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     status: str = "ok"  # ok | n/a | error
 
     @property
     def median(self) -> float | None:
-        if self.status != "ok" or not self.samples:
+        return self._median(self.samples)
+
+    @property
+    def cpu_median(self) -> float | None:
+        return self._median(self.cpu_samples)
+
+    def _median(self, samples: list[float]) -> float | None:
+        if self.status != "ok" or not samples:
             return None
-        return statistics.median(self.samples)
+        return statistics.median(samples)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--loops", default=",".join(ALL_LOOPS), help="comma-separated loops (default: all)")
-    p.add_argument("--rows", default=None, help="comma-separated row groups and/or row names (default: all)")
+    p.add_argument(
+        "--rows",
+        default=DEFAULT_ROWS,
+        help=f"comma-separated groups (core, net, tls, proc, all) and/or row names (default: {DEFAULT_ROWS})",
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -79,6 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--python", type=Path, default=None, help=f"worker interpreter (default {DEFAULT_PYTHON})")
     p.add_argument(
         "--cpu", default=None, help="CPU to pin workers to (default: last allowed CPU; 'none' = no pin)"
+    )
+    p.add_argument(
+        "--net-cpus",
+        default=None,
+        help="SERVER,CLIENT CPUs for server rows (default: first and last allowed CPU; 'none' = no pin)",
     )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a worker is killed")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up pass in each worker")
@@ -100,6 +126,25 @@ def pick_cpu(spec: str | None) -> int | None:
     return cpu
 
 
+def pick_net_cpus(spec: str | None) -> tuple[int | None, int | None]:
+    """(server CPU, load-generator CPU) for server rows."""
+    if not hasattr(os, "sched_setaffinity") or spec == "none":
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if spec is None:
+        if len(allowed) < 2:
+            print("warning: one CPU only; server and load generator share it", file=sys.stderr)
+        return allowed[0], allowed[-1]
+    try:
+        server, client = (int(x) for x in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"--net-cpus expects SERVER,CLIENT, got {spec!r}") from None
+    for cpu in (server, client):
+        if cpu not in allowed:
+            raise SystemExit(f"--net-cpus: CPU {cpu} is not in the allowed set {allowed}")
+    return server, client
+
+
 def worker_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env["PYTHONHASHSEED"] = "0"
@@ -111,19 +156,35 @@ def run_worker(python: Path, args: list[str], cpu: int | None, timeout: float) -
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
 
+    # Each worker leads its own process group, so load generators and children it started
+    # are killed with it (after a timeout, or if it leaves any behind).
+    proc = subprocess.Popen(
+        [str(python), str(WORKER), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=worker_env(),
+        cwd=str(BENCH_DIR),
+        preexec_fn=pin,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            [str(python), str(WORKER), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=worker_env(),
-            cwd=str(BENCH_DIR),
-            preexec_fn=pin,
-        )
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return -1, "", f"timeout after {timeout:.0f}s"
-    return proc.returncode, proc.stdout, proc.stderr
+        kill_group(proc.pid)
+        proc.communicate()
+        return -1, "", f"timeout after {timeout:g}s"
+    finally:
+        kill_group(proc.pid)
+    return proc.returncode, out, err
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def last_line(text: str) -> str:
@@ -154,39 +215,41 @@ def fmt_rate(x: float | None) -> str:
     return f"{x:.3g}"
 
 
-def fmt_cell(cell: Cell) -> str:
+def fmt_cell(cell: Cell, cpu: bool = False) -> str:
     if cell.status != "ok":
         return cell.status
-    med = cell.median
-    assert med is not None
-    if len(cell.samples) > 1:
-        half_range = (max(cell.samples) - min(cell.samples)) / 2 / med * 100
+    samples = cell.cpu_samples if cpu else cell.samples
+    med = cell.cpu_median if cpu else cell.median
+    if med is None:
+        return "-"
+    if len(samples) > 1:
+        half_range = (max(samples) - min(samples)) / 2 / med * 100
         return f"{fmt_rate(med)} ±{half_range:.1f}%"
     return fmt_rate(med)
 
 
-def verdict(cells: dict[str, Cell], loops: list[str]) -> tuple[str, str]:
+def verdict(cells: dict[str, Cell], loops: list[str], cpu: bool = False) -> tuple[str, str]:
     """Return (ratio text, goal text) for ferroloop against the best other loop."""
     if TARGET not in loops:
         return "-", "-"
+
+    def value(c: Cell) -> float | None:
+        return c.cpu_median if cpu else c.median
+
     target = cells[TARGET]
-    others = {name: cells[name].median for name in loops if name != TARGET and cells[name].median is not None}
-    if target.median is None:
+    others = {name: v for name in loops if name != TARGET and (v := value(cells[name])) is not None}
+    if value(target) is None:
         return target.status, "n/a"
     if not others:
         return "no rival", "n/a"
     best_name = max(others, key=lambda k: others[k])
-    ratio = target.median / others[best_name]
+    ratio = value(target) / others[best_name]  # type: ignore[operator]
     return f"{ratio:.2f}x vs {best_name}", ("yes" if ratio >= GOAL else "NO")
 
 
-def render(
-    selected: list[rows.Row],
-    loops: list[str],
-    cells: dict[str, dict[str, Cell]],
-    meta: dict[str, object],
-    versions: dict[str, str],
-) -> tuple[str, str, bool]:
+def render_table(
+    selected: list[rows.Row], loops: list[str], cells: dict[str, dict[str, Cell]], cpu: bool
+) -> tuple[str, bool]:
     header = ["row", "unit", *loops]
     if TARGET in loops:
         header += [f"{TARGET} / best other", f"goal >= {GOAL}x"]
@@ -197,25 +260,48 @@ def render(
     all_met = True
     for r in selected:
         row_cells = cells[r.name]
-        values = [r.name, r.unit, *(fmt_cell(row_cells[lp]) for lp in loops)]
+        unit = (r.cpu_unit or "") if cpu else r.unit
+        values = [r.name, unit, *(fmt_cell(row_cells[lp], cpu) for lp in loops)]
         if TARGET in loops:
-            ratio, goal = verdict(row_cells, loops)
+            ratio, goal = verdict(row_cells, loops, cpu)
             values += [ratio, goal]
             all_met = all_met and goal == "yes"
         else:
             all_met = False
         lines.append("| " + " | ".join(values) + " |")
-    table = "\n".join(lines)
+    return "\n".join(lines), all_met
+
+
+def render(
+    selected: list[rows.Row],
+    loops: list[str],
+    cells: dict[str, dict[str, Cell]],
+    meta: dict[str, object],
+    versions: dict[str, str],
+) -> tuple[str, str, bool]:
+    table, all_met = render_table(selected, loops, cells, cpu=False)
+    cpu_rows = [r for r in selected if r.cpu_unit]
+    if cpu_rows:
+        cpu_table, _ = render_table(cpu_rows, loops, cells, cpu=True)
+        table += (
+            "\n\nPer CPU-second of the process under test (the server, or the parent for `proc`), "
+            "same rounds:\n\n" + cpu_table
+        )
+    server = "; server rows: server on CPU {}, load generator on CPU {}".format(*meta["net_cpus"])  # type: ignore[misc]
 
     doc = [
         "# ferroloop benchmark",
         "",
         f"- date: {meta['date']}",
-        f"- host: {meta['cpu_model']}; workers pinned to CPU {meta['cpu']}",
+        f"- host: {meta['cpu_model']}; workers pinned to CPU {meta['cpu']}"
+        + (server if any(r.client for r in selected) else ""),
         f"- worker python: {meta['python_version']} ({meta['python']})",
         f"- rounds: {meta['rounds']} fresh processes per cell, median shown, ± = half of the min-max range",
         f"- sizes: {'quick' if meta['quick'] else 'full'} ("
-        + ", ".join(f"{r.name}={r.size(bool(meta['quick'])):,}" for r in selected)
+        + ", ".join(
+            f"{r.name}={r.size(bool(meta['quick'])):,}{' ' + r.size_unit if r.size_unit else ''}"
+            for r in selected
+        )
         + ")",
         "- loops: " + ", ".join(f"{lp} {versions.get(lp, '?')}" for lp in loops),
         f"- wall time: {meta['wall_seconds']:.1f} s",
@@ -226,14 +312,34 @@ def render(
         "",
         *(f"- `{r.name}` ({r.group}): {r.description}" for r in selected),
     ]
-    problems = [
-        f"- {r.name} / {lp}: {msg}"
-        for r in selected
-        for lp in loops
-        for msg in dict.fromkeys(cells[r.name][lp].errors)
-    ]
-    if problems:
-        doc += ["", "Problems:", "", *problems]
+    saturated = []
+    for r in selected:
+        for lp in loops:
+            c = cells[r.name][lp]
+            if c.client_busy and max(c.client_busy) >= CLIENT_SATURATED:
+                # req/s divided by req/CPU-s = the server's CPU use in cores
+                server = [a / b for a, b in zip(c.samples, c.cpu_samples, strict=False) if b]
+                extra = f", server {statistics.median(server):.2f} (median)" if server else ""
+                saturated.append(
+                    f"- {r.name} / {lp}: load generator up to {max(c.client_busy):.2f} cores{extra}"
+                )
+    if saturated:
+        doc += [
+            "",
+            "Load generator near one full core (if the server used clearly less, the client limited req/s;",
+            "req/CPU-s still holds):",
+            "",
+            *saturated,
+        ]
+    notes: dict[bool, list[str]] = {True: [], False: []}  # keyed by "cell is n/a"
+    for r in selected:
+        for lp in loops:
+            cell = cells[r.name][lp]
+            notes[cell.status == "n/a"] += [f"- {r.name} / {lp}: {msg}" for msg in dict.fromkeys(cell.errors)]
+    if notes[False]:
+        doc += ["", "Problems:", "", *notes[False]]
+    if notes[True]:
+        doc += ["", "Not supported (n/a):", "", *notes[True]]
     return table, "\n".join(doc) + "\n", all_met
 
 
@@ -253,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {python} not found (run bench/setup.sh); using {sys.executable}", file=sys.stderr)
         python = Path(sys.executable)
     cpu = pick_cpu(args.cpu)
+    server_cpu, client_cpu = pick_net_cpus(args.net_cpus)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -278,24 +385,40 @@ def main(argv: list[str] | None = None) -> int:
         order = active[rnd % len(active) :] + active[: rnd % len(active)] if active else []
         for r in selected:
             n = r.size(args.quick)
-            warm = 0 if args.no_warmup else max(1, n // 10)
+            warm = 0 if args.no_warmup else r.warmup_size(n)
+            worker_args = ["--row", r.name, "--n", str(n), "--warmup", str(warm)]
+            if r.client and client_cpu is not None:
+                worker_args += ["--client-cpu", str(client_cpu)]
             for lp in order:
                 cell = cells[r.name][lp]
-                rc, out, err = run_worker(
-                    python,
-                    ["--loop", lp, "--row", r.name, "--n", str(n), "--warmup", str(warm)],
-                    cpu,
-                    args.timeout,
-                )
                 prefix = f"[{rnd + 1}/{rounds}] {r.name:<18} {lp:<10}"
+                if cell.status != "ok":
+                    # An unsupported feature or a failure does not go away in the next round.
+                    log(f"{prefix} skipped ({cell.status})")
+                    continue
+                rc, out, err = run_worker(
+                    python, ["--loop", lp, *worker_args], server_cpu if r.client else cpu, args.timeout
+                )
                 try:
+                    if rc == EXIT_UNSUPPORTED:
+                        cell.status = "n/a"
+                        cell.errors.append(last_line(err) or "not supported")
+                        log(f"{prefix} n/a: {last_line(err)}")
+                        continue
                     if rc != 0:
                         raise RuntimeError(last_line(err) or f"exit status {rc}")
                     data = json.loads(last_line(out))
                     cell.samples.append(float(data["ops_per_s"]))
+                    cpu_rate = ""
+                    if r.cpu_unit and data.get("ops_per_cpu_s"):
+                        cell.cpu_samples.append(float(data["ops_per_cpu_s"]))
+                        cpu_rate = f", {fmt_rate(data['ops_per_cpu_s'])} {r.cpu_unit}"
+                    if "client_busy" in data:
+                        cell.client_busy.append(float(data["client_busy"]))
                     if "close_error" in data:
                         cell.errors.append(f"loop close failed: {data['close_error']}")
-                    log(f"{prefix} {fmt_rate(data['ops_per_s']):>7} {r.unit}  ({data['seconds']:.3f} s)")
+                    rate = fmt_rate(data["ops_per_s"])
+                    log(f"{prefix} {rate:>7} {r.unit}{cpu_rate}  ({data['seconds']:.3f} s)")
                 except (RuntimeError, ValueError, KeyError) as exc:
                     cell.status = "error"
                     cell.errors.append(str(exc))
@@ -305,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_model": cpu_model(),
         "cpu": cpu if cpu is not None else "none",
+        "net_cpus": [c if c is not None else "none" for c in (server_cpu, client_cpu)],
         "python": str(python),
         "python_version": python_version(python),
         "rounds": rounds,
@@ -325,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
             r.name: {
                 "unit": r.unit,
                 "n": r.size(args.quick),
-                "loops": {lp: vars(c) | {"median": c.median} for lp, c in cells[r.name].items()},
+                "cpu_unit": r.cpu_unit,
+                "loops": {
+                    lp: vars(c) | {"median": c.median, "cpu_median": c.cpu_median}
+                    for lp, c in cells[r.name].items()
+                },
             }
             for r in selected
         },
