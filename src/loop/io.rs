@@ -6,11 +6,11 @@
 //! again if it is still ready. An fd closed behind our back disappears from epoll by itself; the
 //! table tolerates that (ENOENT on re-arm, EEXIST on register) the way a re-used fd number needs.
 //!
-//! Transports register differently (`add_stream`): once, for reading and writing, edge-triggered
-//! and never re-armed. Their callbacks read and write until the kernel has nothing more (a short
-//! read, or `EAGAIN`), which is what edge-triggering asks, and a `Wants` shared with the transport
-//! says which of the two events it wants now, so pausing, resuming or buffering costs no system
-//! call.
+//! Transports register differently (`add_stream`): edge-triggered and never re-armed. Their
+//! callbacks read and write until the kernel has nothing more (a short read, or `EAGAIN`), which
+//! is what edge-triggering asks. The interest follows what the transport waits for (reading
+//! unless paused; writing only while it has buffered data, or every acknowledgement would wake
+//! the loop), and a `Wants` shared with the transport filters what was already reported.
 
 use std::collections::HashMap;
 use std::io;
@@ -38,14 +38,16 @@ pub(crate) struct Wants {
 pub(crate) struct Entry {
     pub reader: Option<Py<Handle>>,
     pub writer: Option<Py<Handle>>,
-    /// Set for a transport's fd: registered edge-triggered for both events, filtered by this.
-    edge: Option<Arc<Wants>>,
+    /// Set for a transport's fd (see the module docs), with the interest it is registered for.
+    edge: Option<(Arc<Wants>, Interest)>,
 }
 
 impl Entry {
     fn interest(&self) -> Option<Interest> {
-        if self.edge.is_some() && (self.reader.is_some() || self.writer.is_some()) {
-            return Some(Interest::READABLE | Interest::WRITABLE);
+        if let Some((_, interest)) = &self.edge {
+            if self.reader.is_some() || self.writer.is_some() {
+                return Some(*interest);
+            }
         }
         match (self.reader.is_some(), self.writer.is_some()) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -176,19 +178,35 @@ impl IoTable {
         reader: Py<Handle>,
         writer: Py<Handle>,
         wants: Arc<Wants>,
+        interest: Interest,
     ) -> io::Result<Vec<Py<Handle>>> {
         let known = self.fds.contains_key(&fd);
         let old = self.fds.remove(&fd).unwrap_or_default();
-        register(registry, fd, Interest::READABLE | Interest::WRITABLE, known)?;
+        register(registry, fd, interest, known)?;
         self.fds.insert(
             fd,
             Entry {
                 reader: Some(reader),
                 writer: Some(writer),
-                edge: Some(wants),
+                edge: Some((wants, interest)),
             },
         );
         Ok(old.reader.into_iter().chain(old.writer).collect())
+    }
+
+    /// Changes what a transport's fd is registered for.
+    pub fn set_stream_interest(&mut self, registry: &Registry, fd: RawFd, interest: Interest) -> io::Result<()> {
+        match self.fds.get_mut(&fd) {
+            Some(Entry {
+                edge: Some((_, current)),
+                ..
+            }) if *current != interest => {
+                register(registry, fd, interest, true)?;
+                *current = interest;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Unregisters `fd` entirely, returning its handles.
@@ -233,7 +251,7 @@ impl IoTable {
         let Some(entry) = self.fds.get_mut(&fd) else {
             return;
         };
-        if let Some(wants) = &entry.edge {
+        if let Some((wants, _)) = &entry.edge {
             if hangup {
                 wants.hangup.store(true, Ordering::Relaxed);
             }

@@ -317,6 +317,7 @@ impl LoopCore {
         read_ready: Bound<'_, PyAny>,
         write_ready: Bound<'_, PyAny>,
         wants: Arc<io::Wants>,
+        interest: mio::Interest,
     ) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
@@ -337,12 +338,25 @@ impl LoopCore {
             let Some(os) = st.os.as_ref() else {
                 return Err(errors::loop_closed());
             };
-            st.io.add_stream(&os.registry, fd, reader, writer, wants)
+            st.io.add_stream(&os.registry, fd, reader, writer, wants, interest)
         };
         for old in displaced.map_err(errors::os_error)? {
             Handle::retire(old.bind(py))?;
         }
         Ok(())
+    }
+
+    /// Changes the events a transport's fd is registered for.
+    pub(crate) fn stream_interest(&self, py: Python<'_>, fd: RawFd, interest: mio::Interest) -> PyResult<()> {
+        let mut st = self.state(py);
+        let st = &mut *st;
+        match st.os.as_ref() {
+            Some(os) => st
+                .io
+                .set_stream_interest(&os.registry, fd, interest)
+                .map_err(errors::os_error),
+            None => Ok(()),
+        }
     }
 
     /// Unregisters a transport's fd; false when it was not registered (or the loop is closed).

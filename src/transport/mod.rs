@@ -23,6 +23,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use mio::Interest;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
@@ -69,17 +70,14 @@ struct State {
     /// A `sendfile()` waits for the buffer to empty.
     empty_waiter: Option<Py<PyAny>>,
     started: bool,
-    registered: bool,
+    /// What the fd is registered for in the poller, if it is.
+    registered: Option<Interest>,
     detached: bool,
 }
 
 impl State {
     fn wants_read(&self) -> bool {
         !self.closing && !self.paused && !self.read_eof && self.conn_lost == 0
-    }
-
-    fn should_register(&self) -> bool {
-        self.started && !self.detached && (self.wants_read() || self.size > 0)
     }
 
     /// Drops `n` sent bytes from the front of the buffer.
@@ -126,24 +124,41 @@ impl StreamCore {
     fn sync_registration(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let (desired, registered) = {
+        let (interest, registered) = {
             let st = core.st.borrow_mut(py);
-            core.wants.read.store(st.wants_read(), Ordering::Relaxed);
-            core.wants.write.store(st.size > 0, Ordering::Relaxed);
-            (st.should_register(), st.registered)
+            let (read, write) = (st.wants_read(), st.size > 0);
+            core.wants.read.store(read, Ordering::Relaxed);
+            core.wants.write.store(write, Ordering::Relaxed);
+            let interest = match (st.started && !st.detached, read, write) {
+                (false, _, _) | (true, false, false) => None,
+                (true, true, false) => Some(Interest::READABLE),
+                (true, false, true) => Some(Interest::WRITABLE),
+                (true, true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            };
+            (interest, st.registered)
         };
-        if desired == registered {
-            return Ok(());
-        }
         let event_loop = core.event_loop.bind(py);
-        if desired {
-            let read_ready = slf.getattr(intern!(py, "_read_ready"))?;
-            let write_ready = slf.getattr(intern!(py, "_write_ready"))?;
-            LoopCore::add_stream(event_loop, core.fd, read_ready, write_ready, core.wants.clone())?;
-        } else {
-            LoopCore::remove_stream(event_loop, core.fd)?;
+        match (interest, registered) {
+            (None, None) => return Ok(()),
+            (Some(interest), Some(current)) if interest == current => return Ok(()),
+            (Some(interest), Some(_)) => event_loop.get().stream_interest(py, core.fd, interest)?,
+            (Some(interest), None) => {
+                let read_ready = slf.getattr(intern!(py, "_read_ready"))?;
+                let write_ready = slf.getattr(intern!(py, "_write_ready"))?;
+                LoopCore::add_stream(
+                    event_loop,
+                    core.fd,
+                    read_ready,
+                    write_ready,
+                    core.wants.clone(),
+                    interest,
+                )?;
+            }
+            (None, Some(_)) => {
+                LoopCore::remove_stream(event_loop, core.fd)?;
+            }
         }
-        core.st.borrow_mut(py).registered = desired;
+        core.st.borrow_mut(py).registered = interest;
         Ok(())
     }
 
@@ -283,7 +298,7 @@ impl StreamCore {
         self.wants.write.store(true, Ordering::Relaxed);
         WriteOutcome::Buffered {
             pause: st.size > st.high,
-            register: !st.registered && st.should_register(),
+            register: st.started && !st.detached && st.registered.is_none_or(|i| !i.is_writable()),
         }
     }
 
@@ -335,7 +350,7 @@ impl StreamCore {
                 write_eof: false,
                 empty_waiter: None,
                 started: false,
-                registered: false,
+                registered: None,
                 detached: false,
             }),
         }
@@ -587,7 +602,7 @@ impl StreamCore {
             st.conn_lost = st.conn_lost.max(1);
             st.clear_buffer();
             let taken = (st.protocol.take(), st.transport.take(), st.empty_waiter.take());
-            (std::mem::replace(&mut st.registered, false), taken)
+            (st.registered.take().is_some(), taken)
         };
         core.wants.read.store(false, Ordering::Relaxed);
         core.wants.write.store(false, Ordering::Relaxed);
@@ -611,7 +626,8 @@ impl StreamCore {
     #[getter]
     fn polling(&self, py: Python<'_>) -> (bool, bool) {
         let st = self.st.borrow_mut(py);
-        (st.registered && st.wants_read(), st.registered && st.size > 0)
+        st.registered
+            .map_or((false, false), |i| (i.is_readable(), i.is_writable()))
     }
 
     #[getter]
