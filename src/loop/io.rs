@@ -1,10 +1,11 @@
 //! The fd table behind `add_reader`/`add_writer`, on top of mio's registry.
 //!
 //! asyncio's reader and writer callbacks are level-triggered: a reader that leaves data unread is
-//! called again on the next iteration. mio registers edge-triggered, so every fd whose event was
-//! dispatched is re-armed (`reregister`, an `EPOLL_CTL_MOD`), which makes the kernel report it
-//! again if it is still ready. An fd closed behind our back disappears from epoll by itself; the
-//! table tolerates that (ENOENT on re-arm, EEXIST on register) the way a re-used fd number needs.
+//! called again on the next iteration. mio only registers edge-triggered, so these fds are
+//! registered level-triggered with `epoll_ctl` directly, on mio's epoll instance with mio's token
+//! layout: no re-arm after each event. An fd closed behind our back disappears from epoll by
+//! itself; the table tolerates that (ENOENT on modify, EEXIST on add) the way a re-used fd number
+//! needs.
 //!
 //! Transports register differently (`add_stream`): edge-triggered and never re-armed. Their
 //! callbacks read and write until the kernel has nothing more (a short read, or `EAGAIN`), which
@@ -14,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use mio::{Interest, Registry, Token};
 use pyo3::prelude::*;
 
 use super::handle::Handle;
+use crate::sys;
 
 /// Which events a transport's fd wants delivered (see the module docs).
 #[derive(Default)]
@@ -75,18 +77,26 @@ pub(crate) struct IoTable {
     fds: HashMap<RawFd, Entry>,
 }
 
-fn register(registry: &Registry, fd: RawFd, interest: Interest, known: bool) -> io::Result<()> {
-    let mut src = SourceFd(&fd);
-    let first = if known {
-        registry.reregister(&mut src, token(fd), interest)
-    } else {
-        registry.register(&mut src, token(fd), interest)
-    };
-    match first {
-        Err(e) if known && e.raw_os_error() == Some(libc::ENOENT) => registry.register(&mut src, token(fd), interest),
-        Err(e) if !known && e.raw_os_error() == Some(libc::EEXIST) => {
+/// `EPOLL_CTL_MOD` (`modify`) or `EPOLL_CTL_ADD` of `fd` for `interest`: edge-triggered for
+/// transports (through mio), level-triggered for plain readers and writers.
+fn ctl(registry: &Registry, fd: RawFd, interest: Interest, modify: bool, edge: bool) -> io::Result<()> {
+    if edge {
+        let mut src = SourceFd(&fd);
+        if modify {
             registry.reregister(&mut src, token(fd), interest)
+        } else {
+            registry.register(&mut src, token(fd), interest)
         }
+    } else {
+        let (read, write) = (interest.is_readable(), interest.is_writable());
+        sys::epoll_ctl_level(registry.as_raw_fd(), modify, fd, read, write, token(fd).0 as u64)
+    }
+}
+
+fn register(registry: &Registry, fd: RawFd, interest: Interest, known: bool, edge: bool) -> io::Result<()> {
+    match ctl(registry, fd, interest, known, edge) {
+        Err(e) if known && e.raw_os_error() == Some(libc::ENOENT) => ctl(registry, fd, interest, false, edge),
+        Err(e) if !known && e.raw_os_error() == Some(libc::EEXIST) => ctl(registry, fd, interest, true, edge),
         other => other,
     }
 }
@@ -117,9 +127,8 @@ impl IoTable {
             entry.reader.replace(handle)
         };
         let interest = entry.interest().expect("an entry with a handle has an interest");
-        let mut src = SourceFd(&fd);
         let result = if known {
-            match registry.reregister(&mut src, token(fd), interest) {
+            match ctl(registry, fd, interest, true, false) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                     let stale = if write {
                         entry.reader.take()
@@ -127,12 +136,12 @@ impl IoTable {
                         entry.writer.take()
                     };
                     let interest = entry.interest().expect("the new handle is still there");
-                    registry.register(&mut src, token(fd), interest).map(|()| stale)
+                    ctl(registry, fd, interest, false, false).map(|()| stale)
                 }
                 other => other.map(|()| None),
             }
         } else {
-            register(registry, fd, interest, false).map(|()| None)
+            register(registry, fd, interest, false, false).map(|()| None)
         };
         match result {
             Ok(stale) => {
@@ -182,7 +191,7 @@ impl IoTable {
     ) -> io::Result<Vec<Py<Handle>>> {
         let known = self.fds.contains_key(&fd);
         let old = self.fds.remove(&fd).unwrap_or_default();
-        register(registry, fd, interest, known)?;
+        register(registry, fd, interest, known, true)?;
         self.fds.insert(
             fd,
             Entry {
@@ -201,7 +210,7 @@ impl IoTable {
                 edge: Some((_, current)),
                 ..
             }) if *current != interest => {
-                register(registry, fd, interest, true)?;
+                register(registry, fd, interest, true, true)?;
                 *current = interest;
                 Ok(())
             }
@@ -222,9 +231,11 @@ impl IoTable {
 
     /// Registers `fd` again with what its entry still wants, or forgets it when nothing is left.
     fn rearm(&mut self, registry: &Registry, fd: RawFd) {
-        match self.fds.get(&fd).and_then(Entry::interest) {
+        let entry = self.fds.get(&fd);
+        let edge = entry.is_some_and(|e| e.edge.is_some());
+        match entry.and_then(Entry::interest) {
             Some(interest) => {
-                let _ = register(registry, fd, interest, true);
+                let _ = register(registry, fd, interest, true, edge);
             }
             None => {
                 self.fds.remove(&fd);
@@ -237,7 +248,7 @@ impl IoTable {
         self.fds.get(&fd)
     }
 
-    /// Turns one readiness event into ready handles, and re-arms the fd (see the module docs).
+    /// Turns one readiness event into ready handles.
     /// Cancelled handles are unregistered, as the stdlib does, and handed to `dropped`.
     pub fn dispatch(
         &mut self,
@@ -264,6 +275,7 @@ impl IoTable {
             }
             return;
         }
+        let mut changed = false;
         for (fired, slot) in [(readable, &mut entry.reader), (writable, &mut entry.writer)] {
             if !fired {
                 continue;
@@ -271,12 +283,15 @@ impl IoTable {
             if let Some(h) = slot {
                 if h.get().is_cancelled() {
                     dropped.extend(slot.take());
+                    changed = true;
                 } else {
                     ready.push_back(h.clone_ref(py));
                 }
             }
         }
-        self.rearm(registry, fd);
+        if changed {
+            self.rearm(registry, fd);
+        }
     }
 
     /// Empties the table (on close), handing the handles back; with a registry, the fds are
@@ -297,7 +312,7 @@ impl IoTable {
     pub fn register_all(&self, registry: &Registry) {
         for (fd, entry) in &self.fds {
             if let Some(interest) = entry.interest() {
-                let _ = register(registry, *fd, interest, false);
+                let _ = register(registry, *fd, interest, false, entry.edge.is_some());
             }
         }
     }

@@ -15,6 +15,8 @@ macro_rules! syscall {
     }};
 }
 
+use std::io;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod net;
@@ -68,4 +70,26 @@ pub fn install_fork_hook() -> std::io::Result<()> {
 #[inline]
 pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// `epoll_ctl` ADD (or MOD) of `fd`, level-triggered: mio only registers edge-triggered, and the
+/// loop's `add_reader`/`add_writer` are level-triggered; the event carries `data` as mio's token.
+pub fn epoll_ctl_level(epfd: RawFd, modify: bool, fd: RawFd, read: bool, write: bool, data: u64) -> io::Result<()> {
+    let mut events = 0;
+    if read {
+        events |= libc::EPOLLIN | libc::EPOLLRDHUP;
+    }
+    if write {
+        events |= libc::EPOLLOUT;
+    }
+    let mut event = libc::epoll_event {
+        events: events as u32,
+        u64: data,
+    };
+    let op = if modify {
+        libc::EPOLL_CTL_MOD
+    } else {
+        libc::EPOLL_CTL_ADD
+    };
+    syscall!(epoll_ctl(epfd, op, fd, &mut event)).map(|_| ())
 }
