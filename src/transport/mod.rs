@@ -614,16 +614,6 @@ impl StreamCore {
     }
 
     #[getter]
-    fn conn_lost(&self, py: Python<'_>) -> u32 {
-        self.st.borrow_mut(py).conn_lost
-    }
-
-    #[getter]
-    fn paused(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).paused
-    }
-
-    #[getter]
     fn polling(&self, py: Python<'_>) -> (bool, bool) {
         let st = self.st.borrow_mut(py);
         st.registered
