@@ -21,6 +21,19 @@ def certs():
     return make_certs()
 
 
+@pytest.fixture
+def failed_server_handshakes(handler_calls, loop):
+    """For tests whose server side fails its handshake: in debug mode the loop reports that to its
+    exception handler (the stdlib does, from the task that accepted the connection); nothing else
+    may be reported."""
+    yield handler_calls
+    messages = {ctx.get("message") for ctx in handler_calls}
+    if loop.get_debug():
+        assert messages <= {"Error on transport creation for incoming connection"}, handler_calls
+    else:
+        assert not handler_calls, handler_calls
+
+
 class Peer(asyncio.Protocol):
     """Records every callback; futures for connection_made and connection_lost."""
 
@@ -128,7 +141,7 @@ def test_server_hostname_defaults_to_host(loop, certs):
     assert loop.run_until_complete(main()) == "127.0.0.1"
 
 
-def test_ssl_true_uses_default_context(loop, certs):
+def test_ssl_true_uses_default_context(loop, certs, failed_server_handshakes):
     # ssl=True means the system's default verification: the test CA is unknown to it.
     async def main():
         server, port = await _tls_server(loop, certs, Collect())
@@ -335,7 +348,7 @@ def test_stream_writer_start_tls(loop, certs):
 
 
 @pytest.mark.parametrize("case", ["hostname_mismatch", "unknown_ca"])
-def test_verification_failure(loop, certs, case):
+def test_verification_failure(loop, certs, case, failed_server_handshakes):
     async def main():
         server, port = await _tls_server(loop, certs, Collect())
         if case == "hostname_mismatch":
@@ -392,7 +405,7 @@ def test_client_certificate_required_and_given(loop, certs):
     assert loop.run_until_complete(main()) == (("email", "client@example.org"),)
 
 
-def test_client_certificate_required_but_missing(loop, certs):
+def test_client_certificate_required_but_missing(loop, certs, failed_server_handshakes):
     async def main():
         handled = []
 
@@ -616,7 +629,7 @@ def test_handshake_timeout_client(loop):
     assert 0.15 <= loop.run_until_complete(main()) < 5
 
 
-def test_handshake_timeout_server(loop, certs):
+def test_handshake_timeout_server(loop, certs, failed_server_handshakes):
     # A plain TCP client that never starts the handshake is dropped after the timeout, and
     # the application protocol never sees a connection.
     async def main():
