@@ -114,6 +114,27 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             if self._server is not None:
                 _detach(self._server, self)
 
+    # The same methods on the class, for code that calls them through it
+    # (``SocketTransport.write(t, data)``, ``super().write(...)``).
+
+    def write(self, data):
+        self._core.write(data)
+
+    def writelines(self, list_of_data):
+        self._core.writelines(list_of_data)
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
     # -- protocol ---------------------------------------------------------------------------
 
     def set_protocol(self, protocol):

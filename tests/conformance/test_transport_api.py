@@ -95,6 +95,25 @@ def test_write_and_writelines(loop):
     loop.run_until_complete(main())
 
 
+def test_methods_called_through_the_class(loop):
+    # Code that calls a transport's methods through its class reaches the same behaviour.
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            cls = type(transport)
+            cls.write(transport, b"one,")
+            cls.writelines(transport, [b"two,", b"three"])
+            assert cls.get_write_buffer_size(transport) == 0
+            assert not cls.is_closing(transport)
+            assert cls.is_reading(transport)
+            cls.write_eof(transport)
+            assert await recv_until_eof(loop, peer) == b"one,two,three"
+            transport.close()
+            assert cls.is_closing(transport)
+
+    loop.run_until_complete(main())
+
+
 def test_write_eof_half_close(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
