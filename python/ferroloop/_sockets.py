@@ -208,6 +208,12 @@ class SocketMixin:
     async def sock_recv(self, sock, n):
         """Receive up to ``n`` bytes from ``sock``; ``b""`` at end of stream."""
         _check_socket(self, sock)
+        if type(sock) is socket.socket:
+            # A plain socket: the native path (the bytes now, or a future to wait on).
+            result = self._sock_recv(sock.fileno(), n)
+            if type(result) is bytes:
+                return result
+            return await result
         try:
             return sock.recv(n)
         except _WOULD_BLOCK:

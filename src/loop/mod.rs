@@ -17,6 +17,7 @@ mod fast;
 mod handle;
 pub(crate) mod io;
 mod run;
+mod sockops;
 mod timers;
 
 use std::collections::VecDeque;
@@ -390,6 +391,24 @@ impl LoopCore {
         }
     }
 
+    /// Removes the reader of `fd` if its callback is `callback` (a waiter letting go of its own
+    /// registration, not one that replaced it).
+    pub(crate) fn fd_remove_if(slf: &Bound<'_, Self>, fd: RawFd, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let ours = {
+            let st = slf.get().state(py);
+            st.io
+                .get(fd)
+                .and_then(|e| e.reader.as_ref())
+                .and_then(|h| h.get().parts(py))
+                .is_some_and(|p| p.callback.is(callback))
+        };
+        if ours {
+            Self::fd_remove(slf, fd, false)?;
+        }
+        Ok(())
+    }
+
     fn fd_remove(slf: &Bound<'_, Self>, fd: RawFd, write: bool) -> PyResult<bool> {
         let py = slf.py();
         let core = slf.get();
@@ -498,6 +517,11 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
         Self::fd_handle(slf, fd, callback, args, true)
+    }
+
+    /// `sock_recv` on a plain socket's fd: bytes now, or a future (see `sockops.rs`).
+    fn _sock_recv(slf: &Bound<'_, Self>, fd: RawFd, n: isize) -> PyResult<Py<PyAny>> {
+        Self::sock_recv(slf, fd, n)
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {

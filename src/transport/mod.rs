@@ -47,6 +47,21 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
 }
 
+/// One `recv` of at most `max` bytes into a new bytes object: through the per-thread buffer
+/// (a copy of what arrived, never of `max` bytes) when it is large enough.
+pub(crate) fn recv_bytes(py: Python<'_>, fd: RawFd, max: usize) -> std::io::Result<(usize, Bound<'_, PyBytes>)> {
+    let shared = READ_BUF.with(|cell| {
+        let mut buf = cell.try_borrow_mut().ok()?;
+        let len = max.min(buf.len());
+        (len == max).then(|| sys::net::recv(fd, &mut buf[..len]).map(|n| (n, PyBytes::new(py, &buf[..n]))))
+    });
+    if let Some(result) = shared {
+        return result;
+    }
+    let mut buf = vec![0; max];
+    sys::net::recv(fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n])))
+}
+
 struct State {
     protocol: Option<Py<PyAny>>,
     /// The protocol is a `BufferedProtocol`: reads go into its buffer.
@@ -194,13 +209,7 @@ impl StreamCore {
     fn read_into_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let read = READ_BUF.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => sys::net::recv(core.fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n]))),
-            Err(_) => {
-                let mut buf = vec![0; MAX_READ];
-                sys::net::recv(core.fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n])))
-            }
-        });
+        let read = recv_bytes(py, core.fd, MAX_READ);
         let (n, data) = match read {
             Ok(got) => got,
             Err(e) if sys::net::would_block(&e) => return Ok(()),

@@ -1,0 +1,104 @@
+//! The waiting half of `sock_recv` in Rust, for plain `socket.socket` objects (the Python side
+//! keeps the general path for socket-likes): try `recv` now; if the socket has nothing, register
+//! a reader whose callback is a `RecvWait` and return a future it completes. Unregistering on
+//! completion and on cancellation is as the stdlib's.
+
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use pyo3::{intern, PyTraverseError};
+
+use super::LoopCore;
+use crate::transport::recv_bytes;
+use crate::{errors, sys};
+
+/// Reads up to `n` bytes now: `Some(bytes)`, or `None` when the socket has nothing yet.
+fn recv_now<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    match recv_bytes(py, fd, n) {
+        Ok((_, data)) => Ok(Some(data)),
+        Err(e) if sys::net::would_block(&e) => Ok(None),
+        Err(e) => Err(errors::os_error(e)),
+    }
+}
+
+/// The reader callback of a waiting `sock_recv`.
+#[pyclass(frozen, module = "ferroloop._core", name = "RecvWait")]
+pub struct RecvWait {
+    event_loop: Py<LoopCore>,
+    fut: Py<PyAny>,
+    fd: RawFd,
+    n: usize,
+}
+
+impl RecvWait {
+    fn unregister(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let me = slf.get();
+        LoopCore::fd_remove_if(me.event_loop.bind(slf.py()), me.fd, slf.as_any())
+    }
+}
+
+#[pymethods]
+impl RecvWait {
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let fut = me.fut.bind(py);
+        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        match recv_now(py, me.fd, me.n) {
+            Ok(None) => Ok(()),
+            Ok(Some(data)) => {
+                Self::unregister(slf)?;
+                fut.call_method1(intern!(py, "set_result"), (data,))?;
+                Ok(())
+            }
+            Err(e) => {
+                Self::unregister(slf)?;
+                fut.call_method1(intern!(py, "set_exception"), (e.value(py),))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The future's done callback: a cancelled wait unregisters its reader.
+    fn _done(slf: &Bound<'_, Self>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut.call_method0(intern!(slf.py(), "cancelled"))?.is_truthy()? {
+            Self::unregister(slf)?;
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        visit.call(&self.fut)
+    }
+}
+
+impl LoopCore {
+    /// `sock_recv` on a plain socket: the bytes if some are there now, else a future.
+    pub(crate) fn sock_recv(slf: &Bound<'_, Self>, fd: RawFd, n: isize) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let n = usize::try_from(n).map_err(|_| PyValueError::new_err("negative buffersize in recv"))?;
+        if let Some(data) = recv_now(py, fd, n)? {
+            return Ok(data.into_any().unbind());
+        }
+        slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+        let fut = Self::new_future(slf)?;
+        let wait = Bound::new(
+            py,
+            RecvWait {
+                event_loop: slf.clone().unbind(),
+                fut: fut.clone().unbind(),
+                fd,
+                n,
+            },
+        )?;
+        Self::fd_handle(slf, fd, wait.clone().into_any(), PyTuple::empty(py), false)?;
+        fut.call_method1(intern!(py, "add_done_callback"), (wait.getattr(intern!(py, "_done"))?,))?;
+        Ok(fut.unbind())
+    }
+}
