@@ -1,7 +1,9 @@
 //! Socket system calls for the transports: `recv`, a gathering `sendmsg` and `shutdown`.
 //!
 //! Sends pass `MSG_NOSIGNAL`, so a peer that went away is an `EPIPE` error rather than a
-//! `SIGPIPE` (Python ignores the signal anyway, but a host embedding it may not).
+//! `SIGPIPE` (Python ignores the signal anyway, but a host embedding it may not). A call
+//! interrupted by a signal is retried, as Python's socket methods do (PEP 475): an
+//! edge-triggered transport that gave up on `EINTR` would never hear of that data again.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -13,8 +15,17 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Reads at most `len` bytes into memory the caller vouches for (a Python buffer it holds).
 pub fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<usize> {
-    let n = syscall!(recv(fd, ptr.cast(), len, 0))?;
-    Ok(n as usize)
+    retry(|| syscall!(recv(fd, ptr.cast(), len, 0)))
+}
+
+/// Runs a system call again while it fails with `EINTR`.
+fn retry(mut call: impl FnMut() -> io::Result<isize>) -> io::Result<usize> {
+    loop {
+        match call() {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other.map(|n| n as usize),
+        }
+    }
 }
 
 /// Sends as much of the chunks, in order, as the socket takes; at most `IOV_MAX` of them.
@@ -33,22 +44,20 @@ pub fn send_vectored(fd: RawFd, chunks: &[&[u8]]) -> io::Result<usize> {
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = iov.len() as _;
-    let n = syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL))?;
-    Ok(n as usize)
+    retry(|| syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL)))
 }
 
 /// Sends as much of `data` as the socket takes.
 pub fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    let n = syscall!(send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL))?;
-    Ok(n as usize)
+    retry(|| syscall!(send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL)))
 }
 
 /// Closes the write side (`SHUT_WR`).
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
-    syscall!(shutdown(fd, libc::SHUT_WR)).map(|_| ())
+    retry(|| syscall!(shutdown(fd, libc::SHUT_WR)).map(|r| r as isize)).map(|_| ())
 }
 
 /// Whether an error only means "not now".
 pub fn would_block(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
+    err.raw_os_error() == Some(libc::EAGAIN)
 }
