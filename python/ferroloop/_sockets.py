@@ -440,6 +440,9 @@ class SocketMixin:
         errors are exactly the resolver's.
         """
         self._check_closed()
+        if self._executor_shutdown_called:
+            # As the stdlib loop, whose every query goes through the default executor.
+            raise RuntimeError("Executor shutdown has been called")
         debug = self.get_debug()
         if _is_numeric_port(port) and _may_be_numeric_host(host):
             t0 = self.time() if debug else 0.0

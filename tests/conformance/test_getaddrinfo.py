@@ -63,3 +63,14 @@ def test_getaddrinfo_returns_a_fresh_list(loop):
 def test_getnameinfo(loop):
     result = loop.run_until_complete(loop.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST))
     assert result == socket.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_getaddrinfo_after_executor_shutdown_raises(loop, host):
+    loop.run_until_complete(loop.shutdown_default_executor())
+
+    async def main():
+        with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+            await loop.getaddrinfo(host, 80)
+
+    loop.run_until_complete(main())
