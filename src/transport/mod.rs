@@ -478,7 +478,14 @@ impl StreamCore {
         }
         let core = slf.get();
         Self::check_writable(&core.st.borrow_mut(py), "write")?;
-        let outcome = ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes))?;
+        let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes)) {
+            Ok(outcome) => outcome,
+            // Not a contiguous buffer: the stdlib takes it and fails to send it, which is fatal.
+            Err(e) if core.st.borrow_mut(py).conn_lost == 0 => {
+                return Self::fatal(slf, e, "Fatal write error on socket transport")
+            }
+            Err(_) => return Ok(()),
+        };
         Self::after_write(slf, outcome)
     }
 

@@ -114,6 +114,20 @@ def test_methods_called_through_the_class(loop):
     loop.run_until_complete(main())
 
 
+def test_write_of_a_non_contiguous_buffer_is_a_fatal_error(loop, handler_calls):
+    # The type check passes (a memoryview), but its bytes cannot be sent: the transport fails.
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.write(memoryview(b"abcdef")[::2])
+            assert transport.is_closing()
+            await wait(proto.lost)
+            assert isinstance(proto.lost_exc, BufferError)
+            assert [ctx["message"] for ctx in handler_calls] == ["Fatal write error on socket transport"]
+
+    loop.run_until_complete(main())
+
+
 def test_write_eof_half_close(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
