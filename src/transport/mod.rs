@@ -494,6 +494,9 @@ impl StreamCore {
         let py = slf.py();
         let core = slf.get();
         Self::check_writable(&core.st.borrow_mut(py), "writelines")?;
+        if !list_of_data.is_truthy()? {
+            return Ok(());
+        }
         let mut joined = Vec::new();
         for item in list_of_data.try_iter()? {
             ffi::with_bytes(&item?, |bytes| joined.extend_from_slice(bytes))?;

@@ -3,6 +3,7 @@ extra info, protocol switching, BufferedProtocol and half-close."""
 
 import asyncio
 import socket
+import sys
 
 import pytest
 from _netutil import Recorder, accept, payload, recv_exactly, recv_until_eof, shrink_buffers, wait
@@ -124,6 +125,20 @@ def test_write_of_a_non_contiguous_buffer_is_a_fatal_error(loop, handler_calls):
             await wait(proto.lost)
             assert isinstance(proto.lost_exc, BufferError)
             assert [ctx["message"] for ctx in handler_calls] == ["Fatal write error on socket transport"]
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's writelines joins first, so None raises")
+def test_writelines_of_nothing_is_a_no_op(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            for nothing in ([], (), None):
+                transport.writelines(nothing)
+            transport.write(b"end")
+            transport.close()
+            assert await recv_until_eof(loop, peer) == b"end"
 
     loop.run_until_complete(main())
 
