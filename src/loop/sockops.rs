@@ -17,7 +17,7 @@ use crate::{errors, sys};
 
 /// Reads up to `n` bytes now: `Some(bytes)`, or `None` when the socket has nothing yet.
 fn recv_now<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    match recv_bytes(py, fd, n) {
+    match recv_bytes(py, fd, n)? {
         Ok((_, data)) => Ok(Some(data)),
         Err(e) if sys::net::would_block(&e) => Ok(None),
         Err(e) => Err(errors::os_error(e)),
@@ -83,6 +83,10 @@ impl LoopCore {
     pub(crate) fn sock_recv(slf: &Bound<'_, Self>, fd: RawFd, n: isize) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let n = usize::try_from(n).map_err(|_| PyValueError::new_err("negative buffersize in recv"))?;
+        if n == 0 {
+            // As socket.recv(0): empty at once, without a system call.
+            return Ok(PyBytes::new(py, b"").into_any().unbind());
+        }
         if let Some(data) = recv_now(py, fd, n)? {
             return Ok(data.into_any().unbind());
         }

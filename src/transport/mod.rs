@@ -48,18 +48,28 @@ thread_local! {
 }
 
 /// One `recv` of at most `max` bytes into a new bytes object: through the per-thread buffer
-/// (a copy of what arrived, never of `max` bytes) when it is large enough.
-pub(crate) fn recv_bytes(py: Python<'_>, fd: RawFd, max: usize) -> std::io::Result<(usize, Bound<'_, PyBytes>)> {
+/// (a copy of what arrived, never of `max` bytes) when it is large enough; otherwise into a bytes
+/// object of `max` bytes from Python's allocator, so an absurd size is a `MemoryError`, not an
+/// abort.
+pub(crate) fn recv_bytes(
+    py: Python<'_>,
+    fd: RawFd,
+    max: usize,
+) -> PyResult<std::io::Result<(usize, Bound<'_, PyBytes>)>> {
     let shared = READ_BUF.with(|cell| {
         let mut buf = cell.try_borrow_mut().ok()?;
         let len = max.min(buf.len());
         (len == max).then(|| sys::net::recv(fd, &mut buf[..len]).map(|n| (n, PyBytes::new(py, &buf[..n]))))
     });
     if let Some(result) = shared {
-        return result;
+        return Ok(result);
     }
-    let mut buf = vec![0; max];
-    sys::net::recv(fd, &mut buf).map(|n| (n, PyBytes::new(py, &buf[..n])))
+    let mut outcome = Ok(0);
+    let big = PyBytes::new_with(py, max, |buf| {
+        outcome = sys::net::recv(fd, buf);
+        Ok(())
+    })?;
+    Ok(outcome.map(|n| (n, PyBytes::new(py, &big.as_bytes()[..n]))))
 }
 
 struct State {
@@ -209,7 +219,7 @@ impl StreamCore {
     fn read_into_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let read = recv_bytes(py, core.fd, MAX_READ);
+        let read = recv_bytes(py, core.fd, MAX_READ)?;
         let (n, data) = match read {
             Ok(got) => got,
             Err(e) if sys::net::would_block(&e) => return Ok(()),

@@ -108,6 +108,22 @@ def test_recv_returns_empty_at_eof(loop, pair):
     loop.run_until_complete(main())
 
 
+def test_recv_sizes_as_the_socket_module_takes_them(loop, pair):
+    a, b = pair
+
+    async def main():
+        assert await loop.sock_recv(b, 0) == b""  # at once, nothing being there
+        with pytest.raises(ValueError):
+            await loop.sock_recv(b, -1)
+        with pytest.raises((MemoryError, OverflowError)):
+            await loop.sock_recv(b, 1 << 62)  # too big to allocate: an exception, not a crash
+        a.send(b"x" * 300_000)
+        got = await loop.sock_recv(b, 1 << 20)  # larger than any internal buffer
+        assert 0 < len(got) <= 300_000 and set(got) == {ord("x")}
+
+    loop.run_until_complete(main())
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_large_sendall_needs_many_writable_waits(loop, kind):
     size = 6 * 1024 * 1024
