@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::Interest;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
@@ -139,9 +139,16 @@ pub struct StreamCore {
 /// What a write did, decided with the state borrowed and acted on after.
 enum WriteOutcome {
     Done,
-    Lost { log: bool },
+    /// The rest could not be buffered: no memory for it.
+    NoMemory,
+    Lost {
+        log: bool,
+    },
     Failed(std::io::Error),
-    Buffered { pause: bool, register: bool },
+    Buffered {
+        pause: bool,
+        register: bool,
+    },
 }
 
 impl StreamCore {
@@ -312,7 +319,12 @@ impl StreamCore {
                 Err(e) => return WriteOutcome::Failed(e),
             }
         }
-        st.chunks.push_back(bytes[sent..].to_vec());
+        let mut rest = Vec::new();
+        if rest.try_reserve_exact(bytes.len() - sent).is_err() {
+            return WriteOutcome::NoMemory;
+        }
+        rest.extend_from_slice(&bytes[sent..]);
+        st.chunks.push_back(rest);
         st.size += bytes.len() - sent;
         self.wants.write.store(true, Ordering::Relaxed);
         WriteOutcome::Buffered {
@@ -325,6 +337,7 @@ impl StreamCore {
         let py = slf.py();
         match outcome {
             WriteOutcome::Done => Ok(()),
+            WriteOutcome::NoMemory => Err(PyMemoryError::new_err("cannot buffer the data to write")),
             WriteOutcome::Lost { log } => {
                 if log {
                     Self::call_transport(slf, intern!(py, "_warn_lost_write"))?;
@@ -509,7 +522,13 @@ impl StreamCore {
         }
         let mut joined = Vec::new();
         for item in list_of_data.try_iter()? {
-            ffi::with_bytes(&item?, |bytes| joined.extend_from_slice(bytes))?;
+            let item = item?;
+            ffi::with_bytes(&item, |bytes| {
+                joined
+                    .try_reserve(bytes.len())
+                    .map(|()| joined.extend_from_slice(bytes))
+            })?
+            .map_err(|_| PyMemoryError::new_err("cannot join the data to write"))?;
         }
         let outcome = core.write_bytes(py, &joined);
         Self::after_write(slf, outcome)
