@@ -7,15 +7,17 @@
 //! when the socket is writable again). Everything rare stays in Python: closing, errors,
 //! `connection_lost`, flow-control callbacks, `get_extra_info`.
 //!
-//! The fd is registered once, edge-triggered, for both events (`LoopCore::add_stream`); `Wants`
-//! says which events this transport wants delivered, so pausing, resuming and buffering cost no
-//! system call. It is unregistered while it wants neither (paused or at EOF with nothing to
-//! send), so that, as with the stdlib, an idle transport nothing else holds can be collected.
+//! The fd is registered edge-triggered (`LoopCore::add_stream`), for what the transport waits
+//! for: reading unless paused or at EOF, writing only while data is buffered (an edge-triggered
+//! writable interest would wake the loop at every acknowledgement). `Wants`, shared with the fd
+//! table, filters events already reported for an interest just dropped. The fd is unregistered
+//! while the transport wants neither, so that, as with the stdlib, an idle transport nothing else
+//! holds can be collected.
 //!
 //! Edge-triggering needs every readiness event consumed: a read that fills the whole buffer may
-//! have left more behind, so the reader is queued again for the next turn (one read per turn,
-//! as the stdlib does); a shorter read emptied the socket. Writes go on until the kernel takes
-//! less than offered.
+//! have left more behind, and after a hangup an EOF is still to come, so in those cases the
+//! reader is queued again for the next turn (one read per turn, as the stdlib does); otherwise a
+//! shorter read emptied the socket. Writes go on until the kernel takes less than offered.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
