@@ -1,4 +1,5 @@
-"""A small asyncio program: concurrent tasks, a timeout, a queue and a thread.
+"""A small asyncio program: concurrent tasks, a timeout, a queue, a thread, a TCP echo server and
+a subprocess.
 
 Run it on ferroloop with `python -m ferroloop examples/hello.py` (or `make example`).
 """
@@ -13,6 +14,14 @@ async def worker(name: str, queue: asyncio.Queue[int], results: list[str]) -> No
         await asyncio.sleep(n / 1000)
         results.append(f"{name} slept {n} ms")
         queue.task_done()
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while line := await reader.readline():
+        writer.write(line.upper())
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
 
 
 async def main() -> None:
@@ -39,6 +48,17 @@ async def main() -> None:
     started = time.monotonic()
     total = await asyncio.to_thread(sum, range(1_000_000))
     print(f"sum computed in a thread: {total} ({time.monotonic() - started:.3f} s)")
+
+    async with await asyncio.start_server(echo, "127.0.0.1", 0) as server:
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        writer.write(b"hello over tcp\n")
+        print("echo server answered:", (await reader.readline()).decode().strip())
+        writer.close()
+        await writer.wait_closed()
+
+    proc = await asyncio.create_subprocess_exec("echo", "hello from a child", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    print(f"subprocess said {out.decode().strip()!r} and exited with {proc.returncode}")
 
 
 if __name__ == "__main__":
