@@ -259,6 +259,8 @@ class SocketMixin:
             sent = sock.send(data)
         except _WOULD_BLOCK:
             sent = 0
+        if type(data) is bytes and sent == len(data):
+            return None  # the common case, without a view of the data
         view = _byte_view(data)
         if sent == len(view):
             return None
