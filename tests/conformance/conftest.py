@@ -14,33 +14,12 @@ import subprocess
 import sys
 import textwrap
 
+import loopkinds
 import pytest
-
-# ferroloop is imported here, at collection time, so that a broken build is
-# visible immediately.  The failure is kept and re-raised by the ferroloop
-# fixture param: every ferroloop test then ERRORS (never skips) while the
-# stdlib param still runs.
-try:
-    import ferroloop
-except Exception as exc:  # a broken native module can raise more than ImportError
-    ferroloop = None
-    FERROLOOP_IMPORT_ERROR: BaseException | None = exc
-else:
-    FERROLOOP_IMPORT_ERROR = None
-
-
-LOOP_KINDS = ["asyncio", "ferroloop"]
+from loopkinds import FERROLOOP_IMPORT_ERROR, LOOP_KINDS, ferroloop, require_ferroloop
 
 # Per-test watchdog: a hung loop must not stall the whole suite.
 DEFAULT_TEST_TIMEOUT = 30
-
-
-def _require_ferroloop():
-    if FERROLOOP_IMPORT_ERROR is not None:
-        raise RuntimeError(f"ferroloop could not be imported: {FERROLOOP_IMPORT_ERROR!r}") from (
-            FERROLOOP_IMPORT_ERROR
-        )
-    return ferroloop
 
 
 def pytest_configure(config):
@@ -69,24 +48,10 @@ def pytest_collection_modifyitems(config, items):
 # ---------------------------------------------------------------------------
 
 
-def _asyncio_factory():
-    # What asyncio.new_event_loop() returns under the default policy on POSIX;
-    # built directly so that a policy installed by another test cannot leak in.
-    return asyncio.SelectorEventLoop()
-
-
-def _ferroloop_factory():
-    return _require_ferroloop().new_event_loop()
-
-
 @pytest.fixture(params=LOOP_KINDS, ids=LOOP_KINDS)
 def loop_factory(request):
     """A zero-argument callable returning a brand new, not yet running loop."""
-    if request.param == "asyncio":
-        factory = _asyncio_factory
-    else:
-        _require_ferroloop()
-        factory = _ferroloop_factory
+    factory = loopkinds.loop_factory(request.param)
     made = []
 
     def make():
@@ -112,9 +77,7 @@ def loop_kind(loop_factory):
 @pytest.fixture
 def loop_type(loop_kind):
     """The class every loop made by ``loop_factory`` is an instance of."""
-    if loop_kind == "asyncio":
-        return asyncio.SelectorEventLoop
-    return _require_ferroloop().Loop
+    return loopkinds.loop_class(loop_kind)
 
 
 @pytest.fixture
@@ -122,14 +85,14 @@ def run_entry(loop_kind):
     """The ``run(coro, *, debug=None)`` entry point for this loop kind."""
     if loop_kind == "asyncio":
         return asyncio.run
-    return _require_ferroloop().run
+    return require_ferroloop().run
 
 
 @pytest.fixture
 def policy_class(loop_kind):
     if loop_kind == "asyncio":
         return asyncio.DefaultEventLoopPolicy
-    return _require_ferroloop().EventLoopPolicy
+    return require_ferroloop().EventLoopPolicy
 
 
 @pytest.fixture

@@ -18,18 +18,10 @@ import ssl
 import warnings
 from pathlib import Path
 
+import loopkinds
 import pytest
 import trustme
-
-try:
-    import ferroloop
-except Exception as exc:  # a broken native module can raise more than ImportError
-    ferroloop = None
-    FERROLOOP_IMPORT_ERROR: BaseException | None = exc
-else:
-    FERROLOOP_IMPORT_ERROR = None
-
-LOOP_KINDS = ["asyncio", "ferroloop"]
+from loopkinds import LOOP_KINDS, require_ferroloop
 
 # pytest-timeout watchdog for each test, and the (shorter) limit ``run`` puts
 # on the coroutine itself so that a stuck test usually fails with a traceback.
@@ -47,34 +39,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.timeout(TEST_TIMEOUT))
 
 
-def _require_ferroloop():
-    if FERROLOOP_IMPORT_ERROR is not None:
-        message = f"ferroloop could not be imported: {FERROLOOP_IMPORT_ERROR!r}"
-        raise RuntimeError(message) from FERROLOOP_IMPORT_ERROR
-    return ferroloop
-
-
 @pytest.fixture(params=LOOP_KINDS, ids=LOOP_KINDS)
 def loop_kind(request):
     if request.param == "ferroloop":
-        _require_ferroloop()
+        require_ferroloop()
     return request.param
 
 
 @pytest.fixture
 def loop_type(loop_kind):
     """The exact class of the loops the tests run on."""
-    if loop_kind == "asyncio":
-        return asyncio.SelectorEventLoop
-    return _require_ferroloop().Loop
+    return loopkinds.loop_class(loop_kind)
 
 
 @pytest.fixture
 def loop_factory(loop_kind):
-    if loop_kind == "asyncio":
-        # Built directly so that an event loop policy cannot change the class.
-        return asyncio.SelectorEventLoop
-    return _require_ferroloop().new_event_loop
+    return loopkinds.loop_factory(loop_kind)
 
 
 class LoopRunner:
