@@ -151,6 +151,17 @@ impl Handle {
         self.cancelled.load(Ordering::Relaxed)
     }
 
+    /// Whether this live (not cancelled) handle calls `callback`.
+    pub(crate) fn calls(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> bool {
+        !self.is_cancelled()
+            && self
+                .fields
+                .borrow_mut(py)
+                .callback
+                .as_ref()
+                .is_some_and(|c| c.is(callback))
+    }
+
     #[inline]
     pub(crate) fn parts(&self, py: Python<'_>) -> Option<Parts> {
         if self.is_cancelled() {

@@ -400,8 +400,7 @@ impl LoopCore {
             st.io
                 .get(fd)
                 .and_then(|e| e.reader.as_ref())
-                .and_then(|h| h.get().parts(py))
-                .is_some_and(|p| p.callback.is(callback))
+                .is_some_and(|h| h.get().calls(py, callback))
         };
         if ours {
             Self::fd_remove(slf, fd, false)?;
