@@ -18,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<r#loop::Handle>()?;
     m.add_class::<r#loop::TimerHandle>()?;
     m.add_class::<transport::StreamCore>()?;
+    m.add_class::<transport::DatagramCore>()?;
     Ok(())
 }

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import selectors
 import weakref
-from asyncio import constants, sslproto, unix_events
+from asyncio import constants, selector_events, sslproto, unix_events
 from asyncio.log import logger
 
-from ._transports import SocketTransport
+from ._transports import DATAGRAM_FAMILIES, DatagramTransport, SocketTransport
 
 _STDLIB_LOOP = unix_events._UnixSelectorEventLoop
 
@@ -41,7 +41,6 @@ _TAKEN = (
     "create_unix_server",
     # UDP
     "create_datagram_endpoint",
-    "_make_datagram_transport",
     # TLS
     "start_tls",
     # Pipes
@@ -81,6 +80,12 @@ class NetworkMixin:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock.fileno())
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        if sock.family in DATAGRAM_FAMILIES:
+            return DatagramTransport(self, sock, protocol, address, waiter, extra)
+        # Another family (AF_PACKET, AF_NETLINK...): the stdlib's transport over the fd table.
+        return selector_events._SelectorDatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(
         self,

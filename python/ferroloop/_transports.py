@@ -1,4 +1,4 @@
-"""The stream socket transport (TCP and Unix sockets) of ``ferroloop.Loop``.
+"""The socket transports of ``ferroloop.Loop``: streams (TCP, Unix) and datagrams (UDP, Unix).
 
 ``SocketTransport`` is a real ``asyncio.Transport``; the per-byte work (reads into the protocol,
 sends and the write buffer) is done by its native ``StreamCore`` (``src/transport/``), whose
@@ -7,17 +7,20 @@ costs no Python frame. What stays here is what happens once per connection or on
 ``connection_made``/``connection_lost``, closing, fatal errors, flow-control callbacks (the
 stdlib's ``_FlowControlMixin``), ``get_extra_info`` and the hooks ``loop.sendfile``,
 ``start_tls`` and sslproto use.
+
+``DatagramTransport`` is the same split for datagram sockets, over a native ``DatagramCore``.
 """
 
 from __future__ import annotations
 
 import inspect
 import socket
+import sys
 import warnings
 from asyncio import base_events, constants, futures, protocols, transports, trsock
 from asyncio.log import logger
 
-from ._core import StreamCore
+from ._core import DatagramCore, StreamCore
 
 
 def _set_nodelay(sock):
@@ -250,3 +253,157 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
                 self._server = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionError("Connection is closed by peer"))
+
+
+# 3.13 made empty datagrams sendable and counts 8 header bytes per buffered datagram.
+_SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
+_DATAGRAM_HEADER = 8 if sys.version_info >= (3, 13) else 0
+
+# The address families whose addresses the native core converts as the socket module does.
+DATAGRAM_FAMILIES = frozenset(
+    f for f in (socket.AF_INET, getattr(socket, "AF_INET6", None), getattr(socket, "AF_UNIX", None)) if f
+)
+
+
+class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+    """A datagram socket's transport."""
+
+    max_size = 256 * 1024  # the largest datagram one read takes, as the stdlib's
+
+    _sock = None
+    _core = None
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        super().__init__(extra, loop)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._address = address
+        core = self._core = DatagramCore(
+            loop,
+            self._sock_fd,
+            self,
+            sock,
+            address if address else None,
+            bool(self._extra["peername"]),
+            _SENDS_EMPTY_DATAGRAMS,
+            _DATAGRAM_HEADER,
+        )
+        # The hot methods are the core's own, bound on the instance.
+        self.sendto = core.sendto
+        self.get_write_buffer_size = core.get_write_buffer_size
+        self.is_closing = core.is_closing
+        self.is_reading = core.is_reading
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+        loop._transports[self._sock_fd] = self
+
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(core.start)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._loop is not None and not self._loop.is_closed():
+            reading, writing = self._core.polling
+            info.append("read=polling" if reading else "read=idle")
+            bufsize = self._core.get_write_buffer_size()
+            info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={bufsize}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            self._sock.close()
+
+    # The same methods on the class, for code that calls them through it.
+
+    def sendto(self, data, addr=None):
+        self._core.sendto(data, addr)
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._protocol
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def pause_reading(self):
+        if self._core.pause_reading() and self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._core.resume_reading() and self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def _warn_lost_write(self):
+        logger.warning("socket.send() raised exception.")
+
+    def close(self):
+        if self._core.begin_close():
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._core.force_close():
+            self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._core.detach()
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None

@@ -274,7 +274,7 @@ impl LoopCore {
         Ok(timer)
     }
 
-    fn fd_handle(
+    pub(crate) fn fd_handle(
         slf: &Bound<'_, Self>,
         fd: RawFd,
         callback: Bound<'_, PyAny>,
@@ -408,7 +408,7 @@ impl LoopCore {
         Ok(())
     }
 
-    fn fd_remove(slf: &Bound<'_, Self>, fd: RawFd, write: bool) -> PyResult<bool> {
+    pub(crate) fn fd_remove(slf: &Bound<'_, Self>, fd: RawFd, write: bool) -> PyResult<bool> {
         let py = slf.py();
         let core = slf.get();
         if core.closed.load(Ordering::Relaxed) {

@@ -1,4 +1,5 @@
-//! Socket system calls for the transports: `recv`, a gathering `sendmsg` and `shutdown`.
+//! Socket system calls for the transports: `recv`, `recvfrom`, a gathering `sendmsg` and
+//! `shutdown`.
 //!
 //! Sends pass `MSG_NOSIGNAL`, so a peer that went away is an `EPIPE` error rather than a
 //! `SIGPIPE` (Python ignores the signal anyway, but a host embedding it may not). A call
@@ -60,4 +61,59 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
 /// Whether an error only means "not now".
 pub fn would_block(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EAGAIN)
+}
+
+/// A socket address as the kernel filled it in: the storage and how much of it is used.
+pub struct SockAddr {
+    pub storage: libc::sockaddr_storage,
+    pub len: libc::socklen_t,
+}
+
+/// Receives one datagram (at most `buf.len()` bytes of it) and the address it came from.
+pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.
+    let mut addr = SockAddr {
+        storage: unsafe { std::mem::zeroed() },
+        len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+    };
+    let n = retry(|| {
+        addr.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        syscall!(recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+            &mut addr.len,
+        ))
+    })?;
+    Ok((n, addr))
+}
+
+extern "C" {
+    // In the C library on every Unix; the `libc` crate does not declare it.
+    fn inet_ntop(
+        af: libc::c_int,
+        src: *const libc::c_void,
+        dst: *mut libc::c_char,
+        size: libc::socklen_t,
+    ) -> *const libc::c_char;
+}
+
+/// The text form of an IPv4 (`in_addr`) or IPv6 (`in6_addr`) address at `src`, as the C library
+/// writes it (which is what Python's `socket` module shows).
+///
+/// # Safety
+/// `src` must point at an address of `family`.
+pub unsafe fn ntop(family: libc::c_int, src: *const libc::c_void) -> io::Result<String> {
+    let mut buf = [0 as libc::c_char; 64];
+    // SAFETY: the caller vouches for `src`; `buf` is larger than INET6_ADDRSTRLEN.
+    let out = unsafe { inet_ntop(family, src, buf.as_mut_ptr(), buf.len() as libc::socklen_t) };
+    if out.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success inet_ntop wrote a NUL-terminated string into `buf`.
+    Ok(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
 }

@@ -19,6 +19,11 @@
 //! reader is queued again for the next turn (one read per turn, as the stdlib does); otherwise a
 //! shorter read emptied the socket. Writes go on until the kernel takes less than offered.
 
+mod addr;
+mod datagram;
+
+pub use datagram::DatagramCore;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -38,7 +43,7 @@ use crate::r#loop::LoopCore;
 use crate::{errors, sys};
 
 /// The most one read takes (the stdlib's `max_size`).
-const MAX_READ: usize = 256 * 1024;
+pub(crate) const MAX_READ: usize = 256 * 1024;
 
 /// After this many writes to a lost connection, each further one logs a warning (the stdlib's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
@@ -46,7 +51,7 @@ const LOST_WRITES_LOGGED_FROM: u32 = 5;
 
 thread_local! {
     /// One read buffer per thread, shared by every transport: reads copy out what they got.
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+    pub(crate) static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
 }
 
 /// One `recv` of at most `max` bytes into a new bytes object: through the per-thread buffer

@@ -1,0 +1,322 @@
+"""The datagram transport in detail: sender addresses as the socket module makes them, the
+send buffer and flow control, closing with datagrams still buffered, and where errors go."""
+
+import asyncio
+import errno
+import os
+import pathlib
+import socket
+import uuid
+
+import pytest
+from _netutil import DatagramRecorder, wait
+from _sockutil import closing
+
+HAS_IPV6 = socket.has_ipv6
+
+
+def _ipv6_loopback_works():
+    if not HAS_IPV6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class FlowRecorder(DatagramRecorder):
+    def __init__(self):
+        super().__init__()
+        self.flow: list[str] = []
+
+    def pause_writing(self):
+        self.flow.append("pause")
+
+    def resume_writing(self):
+        self.flow.append("resume")
+
+
+@pytest.fixture
+def unix_paths():
+    paths = [str(pathlib.Path("/tmp") / f"fl-{uuid.uuid4().hex[:12]}.dgram") for _ in range(3)]
+    yield paths
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+@pytest.mark.skipif(not _ipv6_loopback_works(), reason="no IPv6 loopback")
+def test_ipv6_sender_address_is_a_4_tuple(loop):
+    async def main():
+        transport, proto = await wait(loop.create_datagram_endpoint(DatagramRecorder, local_addr=("::1", 0)))
+        with closing(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)) as (peer,):
+            peer.bind(("::1", 0))
+            peer.sendto(b"six", transport.get_extra_info("sockname"))
+            data, addr = await wait(proto.queue.get())
+            assert data == b"six"
+            assert addr == peer.getsockname() and len(addr) == 4
+            transport.sendto(b"back", addr)
+            peer.setblocking(False)
+            assert await wait(loop.sock_recvfrom(peer, 10)) == (b"back", transport.get_extra_info("sockname"))
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.skipif(not _ipv6_loopback_works(), reason="no IPv6 loopback")
+def test_ipv4_sender_on_dual_stack_socket_is_mapped(loop):
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("::", 0), family=socket.AF_INET6)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.sendto(b"four", ("127.0.0.1", port))
+            data, addr = await wait(proto.queue.get())
+            assert data == b"four"
+            assert addr == ("::ffff:127.0.0.1", peer.getsockname()[1], 0, 0)
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_unix_sender_addresses(loop, unix_paths):
+    """A named sender is a str (undecodable bytes surrogate-escaped), an abstract one bytes, an
+    unbound one None: what sock.recvfrom() returns."""
+    mine, theirs, _ = unix_paths
+    odd = os.fsencode(theirs) + b"-\xff"
+    abstract = b"\0fl-abstract-" + uuid.uuid4().hex[:8].encode()
+
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=mine, family=socket.AF_UNIX)
+        )
+        named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        undecodable = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        in_abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        unbound = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with closing(named, undecodable, in_abstract, unbound):
+            named.bind(theirs)
+            undecodable.bind(odd)
+            in_abstract.bind(abstract)
+            try:
+                named.sendto(b"1", mine)
+                undecodable.sendto(b"2", mine)
+                in_abstract.sendto(b"3", mine)
+                unbound.sendto(b"4", mine)
+                got = [await wait(proto.queue.get()) for _ in range(4)]
+            finally:
+                os.unlink(odd)
+        assert got == [(b"1", theirs), (b"2", os.fsdecode(odd)), (b"3", abstract), (b"4", None)]
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+async def _local_endpoint(loop, protocol=DatagramRecorder):
+    return await wait(loop.create_datagram_endpoint(protocol, local_addr=("127.0.0.1", 0)))
+
+
+async def _fill_unix_endpoint(loop, unix_paths, protocol=FlowRecorder):
+    """An endpoint connected to a Unix datagram socket nobody reads, with its buffer in use.
+
+    Returns (transport, protocol, receiver, sent): ``sent`` lists every datagram accepted.
+    """
+    _, theirs, _ = unix_paths
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(theirs)
+    receiver.setblocking(False)
+    transport, proto = await wait(
+        loop.create_datagram_endpoint(protocol, remote_addr=theirs, family=socket.AF_UNIX)
+    )
+    transport.set_write_buffer_limits(high=4096, low=1024)
+    sent = []
+    for i in range(100_000):
+        payload = b"%06d" % i + b"x" * 1000
+        transport.sendto(payload)
+        sent.append(payload)
+        if transport.get_write_buffer_size() > 0:
+            break
+    else:
+        pytest.fail("the kernel never refused a datagram")
+    for i in range(len(sent), len(sent) + 10):
+        payload = b"%06d" % i + b"y" * 1000
+        transport.sendto(payload)
+        sent.append(payload)
+    return transport, proto, receiver, sent
+
+
+async def _drain(loop, receiver, count):
+    return [(await wait(loop.sock_recvfrom(receiver, 2000)))[0] for _ in range(count)]
+
+
+def test_full_socket_buffers_in_order_with_flow_control(loop, unix_paths):
+    async def main():
+        transport, proto, receiver, sent = await _fill_unix_endpoint(loop, unix_paths)
+        with receiver:
+            assert transport.get_write_buffer_size() > 4096
+            assert proto.flow == ["pause"]
+            assert await _drain(loop, receiver, len(sent)) == sent
+            for _ in range(100):
+                if proto.flow == ["pause", "resume"]:
+                    break
+                await asyncio.sleep(0.01)
+            assert proto.flow == ["pause", "resume"]
+            assert transport.get_write_buffer_size() < 1024
+            transport.sendto(b"after")
+            assert await _drain(loop, receiver, 1) == [b"after"]
+            transport.close()
+            assert await wait(proto.lost) is None
+
+    loop.run_until_complete(main())
+
+
+def test_close_sends_what_is_buffered_first(loop, unix_paths):
+    async def main():
+        transport, proto, receiver, sent = await _fill_unix_endpoint(loop, unix_paths)
+        with receiver:
+            transport.close()
+            assert transport.is_closing()
+            await asyncio.sleep(0.02)
+            assert not proto.lost.done()  # connection_lost waits for the buffer
+            assert await _drain(loop, receiver, len(sent)) == sent
+            assert await wait(proto.lost) is None
+            assert transport.get_extra_info("socket").fileno() == -1
+
+    loop.run_until_complete(main())
+
+
+def test_abort_drops_what_is_buffered(loop, unix_paths):
+    async def main():
+        transport, proto, receiver, sent = await _fill_unix_endpoint(loop, unix_paths)
+        with receiver:
+            buffered = transport.get_write_buffer_size()
+            assert buffered > 0
+            transport.abort()
+            assert await wait(proto.lost) is None
+            received = []
+            while True:
+                try:
+                    received.append(receiver.recv(2000))
+                except BlockingIOError:
+                    break
+            assert 0 < len(received) < len(sent)
+            assert received == sent[: len(received)]
+
+    loop.run_until_complete(main())
+
+
+def test_datagram_received_error_goes_to_the_exception_handler(loop, handler_calls):
+    class Failing(DatagramRecorder):
+        def datagram_received(self, data, addr):
+            if data == b"boom":
+                raise ZeroDivisionError("from datagram_received")
+            super().datagram_received(data, addr)
+
+    async def main():
+        transport, proto = await _local_endpoint(loop, Failing)
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.bind(("127.0.0.1", 0))
+            address = transport.get_extra_info("sockname")
+            peer.sendto(b"boom", address)
+            peer.sendto(b"fine", address)
+            assert await wait(proto.queue.get()) == (b"fine", peer.getsockname())
+        assert not transport.is_closing()
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+    assert len(handler_calls) == 1
+    assert isinstance(handler_calls[0]["exception"], ZeroDivisionError)
+
+
+def test_connected_endpoint_refuses_another_address(loop):
+    async def main():
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.bind(("127.0.0.1", 0))
+            peer.setblocking(False)
+            target = peer.getsockname()
+            transport, proto = await wait(loop.create_datagram_endpoint(DatagramRecorder, remote_addr=target))
+            with pytest.raises(ValueError, match="Invalid address"):
+                transport.sendto(b"x", ("127.0.0.1", target[1] + 1 if target[1] < 65535 else 1))
+            transport.sendto(b"same", target)  # the remote address itself is allowed
+            transport.sendto(b"none", None)
+            got = [await wait(loop.sock_recvfrom(peer, 10)) for _ in range(2)]
+            assert [data for data, _ in got] == [b"same", b"none"]
+            transport.close()
+            await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_send_os_error_goes_to_error_received(loop):
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        # Broadcast without SO_BROADCAST is refused with EACCES.
+        transport.sendto(b"x", ("255.255.255.255", 9))
+        exc = await wait(proto.errors.get())
+        assert isinstance(exc, PermissionError) and exc.errno == errno.EACCES
+        assert not transport.is_closing()
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_bad_address_is_a_fatal_error(loop, handler_calls):
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        transport.sendto(b"x", "not an address")
+        exc = await wait(proto.lost)
+        assert isinstance(exc, TypeError)
+        assert transport.is_closing()
+
+    loop.run_until_complete(main())
+    assert [c["message"] for c in handler_calls] == ["Fatal write error on datagram transport"]
+
+
+def test_pause_and_resume_reading(loop):
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        assert transport.is_reading()
+        transport.pause_reading()
+        assert not transport.is_reading()
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.bind(("127.0.0.1", 0))
+            peer.sendto(b"held", transport.get_extra_info("sockname"))
+            await asyncio.sleep(0.05)
+            assert proto.queue.empty()
+            transport.resume_reading()
+            assert transport.is_reading()
+            assert await wait(proto.queue.get()) == (b"held", peer.getsockname())
+        transport.close()
+        assert not transport.is_reading()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_repr_shows_polling_state(loop):
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        await asyncio.sleep(0)
+        text = repr(transport)
+        assert "read=polling" in text and "write=<idle, bufsize=0>" in text
+        transport.close()
+        await wait(proto.lost)
+        assert "closed" in repr(transport)
+
+    loop.run_until_complete(main())
