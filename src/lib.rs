@@ -19,5 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<r#loop::TimerHandle>()?;
     m.add_class::<transport::StreamCore>()?;
     m.add_class::<transport::DatagramCore>()?;
+    m.add_class::<transport::ReadPipeCore>()?;
+    m.add_class::<transport::WritePipeCore>()?;
     Ok(())
 }

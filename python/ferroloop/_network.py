@@ -19,7 +19,13 @@ import weakref
 from asyncio import constants, selector_events, sslproto, unix_events
 from asyncio.log import logger
 
-from ._transports import DATAGRAM_FAMILIES, DatagramTransport, SocketTransport
+from ._transports import (
+    DATAGRAM_FAMILIES,
+    DatagramTransport,
+    ReadPipeTransport,
+    SocketTransport,
+    WritePipeTransport,
+)
 
 _STDLIB_LOOP = unix_events._UnixSelectorEventLoop
 
@@ -46,8 +52,6 @@ _TAKEN = (
     # Pipes
     "connect_read_pipe",
     "connect_write_pipe",
-    "_make_read_pipe_transport",
-    "_make_write_pipe_transport",
     # loop.sendfile, and sock_sendfile's os.sendfile() path
     "sendfile",
     "_sock_sendfile_native",
@@ -86,6 +90,12 @@ class NetworkMixin:
             return DatagramTransport(self, sock, protocol, address, waiter, extra)
         # Another family (AF_PACKET, AF_NETLINK...): the stdlib's transport over the fd table.
         return selector_events._SelectorDatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return WritePipeTransport(self, pipe, protocol, waiter, extra)
 
     def _make_ssl_transport(
         self,

@@ -8,19 +8,23 @@ costs no Python frame. What stays here is what happens once per connection or on
 stdlib's ``_FlowControlMixin``), ``get_extra_info`` and the hooks ``loop.sendfile``,
 ``start_tls`` and sslproto use.
 
-``DatagramTransport`` is the same split for datagram sockets, over a native ``DatagramCore``.
+``DatagramTransport`` is the same split for datagram sockets, over a native ``DatagramCore``,
+and ``ReadPipeTransport``/``WritePipeTransport`` for pipes, over ``ReadPipeCore``/``WritePipeCore``.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
+import os
 import socket
+import stat
 import sys
 import warnings
 from asyncio import base_events, constants, futures, protocols, transports, trsock
 from asyncio.log import logger
 
-from ._core import DatagramCore, StreamCore
+from ._core import DatagramCore, ReadPipeCore, StreamCore, WritePipeCore
 
 
 def _set_nodelay(sock):
@@ -182,9 +186,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def _set_write_buffer_limits(self, high=None, low=None):
         super()._set_write_buffer_limits(high, low)
         self._core.set_limits(self._high_water, self._low_water)
-
-    def _warn_lost_write(self):
-        logger.warning("socket.send() raised exception.")
 
     @property
     def _empty_waiter(self):
@@ -368,9 +369,6 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
 
     # -- closing ----------------------------------------------------------------------------
 
-    def _warn_lost_write(self):
-        logger.warning("socket.send() raised exception.")
-
     def close(self):
         if self._core.begin_close():
             self._loop.call_soon(self._call_connection_lost, None)
@@ -405,5 +403,251 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             self._core.detach()
             self._sock.close()
             self._sock = None
+            self._protocol = None
+            self._loop = None
+
+
+class ReadPipeTransport(transports.ReadTransport):
+    """The read end of a pipe (or a socket or character device), as the stdlib's."""
+
+    max_size = 256 * 1024  # the most one read takes, as the stdlib's
+
+    _pipe = None
+    _core = None
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(extra)
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        self._pipe = pipe
+        self._fileno = pipe.fileno()
+        self._protocol = protocol
+        mode = os.fstat(self._fileno).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            self._pipe = None
+            self._fileno = None
+            self._protocol = None
+            raise ValueError("Pipe transport is for pipes/sockets only.")
+        os.set_blocking(self._fileno, False)
+        core = self._core = ReadPipeCore(loop, self._fileno, self, protocol)
+        self.is_reading = core.is_reading
+        self.is_closing = core.is_closing
+
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(core.start)  # only reads once connection_made() has been called
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
+            info.append("polling" if self._core.polling else "idle")
+        elif self._pipe is not None:
+            info.append("open")
+        else:
+            info.append("closed")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            self._pipe.close()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def pause_reading(self):
+        if self._core.pause_reading() and self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._core.resume_reading() and self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._protocol
+
+    def _read_eof(self):
+        """The core read EOF: the writer closed its end."""
+        if self._loop.get_debug():
+            logger.info("%r was closed by peer", self)
+        self._core.stop()
+        self._loop.call_soon(self._protocol.eof_received)
+        self._loop.call_soon(self._call_connection_lost, None)
+
+    def close(self):
+        if not self._core.is_closing():
+            self._close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._close(exc)
+
+    def _close(self, exc):
+        self._core.stop()
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._core.detach()
+            self._pipe.close()
+            self._pipe = None
+            self._protocol = None
+            self._loop = None
+
+
+class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport):
+    """The write end of a pipe (or a socket or character device), as the stdlib's."""
+
+    _pipe = None
+    _core = None
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(extra, loop)
+        self._extra["pipe"] = pipe
+        self._pipe = pipe
+        self._fileno = pipe.fileno()
+        self._protocol = protocol
+        mode = os.fstat(self._fileno).st_mode
+        is_char = stat.S_ISCHR(mode)
+        is_fifo = stat.S_ISFIFO(mode)
+        is_socket = stat.S_ISSOCK(mode)
+        if not (is_char or is_fifo or is_socket):
+            self._pipe = None
+            self._fileno = None
+            self._protocol = None
+            raise ValueError("Pipe transport is only for pipes, sockets and character devices")
+        os.set_blocking(self._fileno, False)
+        core = self._core = WritePipeCore(loop, self._fileno, self)
+        # The hot methods are the core's own, bound on the instance.
+        self.write = core.write
+        self.get_write_buffer_size = core.get_write_buffer_size
+        self.is_closing = core.is_closing
+
+        loop.call_soon(protocol.connection_made, self)
+        # A readable write end means the reader went away (on AIX only for sockets).
+        if is_socket or (is_fifo and not sys.platform.startswith("aix")):
+            loop.call_soon(core.watch_peer)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
+            info.append("polling" if self._core.polling else "idle")
+            info.append(f"bufsize={self._core.get_write_buffer_size()}")
+        elif self._pipe is not None:
+            info.append("open")
+        else:
+            info.append("closed")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            self._pipe.close()
+
+    # The same methods on the class, for code that calls them through it.
+
+    def write(self, data):
+        self._core.write(data)
+
+    def get_write_buffer_size(self):
+        return self._core.get_write_buffer_size()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        if self._core.is_closing():
+            return
+        assert self._pipe
+        if self._core.begin_eof():
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    def get_protocol(self):
+        return self._protocol
+
+    def close(self):
+        if self._pipe is not None and not self._core.is_closing():
+            # write_eof is all what is needed to close a write pipe
+            self.write_eof()
+
+    def abort(self):
+        self._close(None)
+
+    def _peer_closed(self):
+        """The fd turned readable: the reader went away."""
+        if self._loop.get_debug():
+            logger.info("%r was closed by peer", self)
+        if self._core.get_write_buffer_size():
+            self._close(BrokenPipeError())
+        else:
+            self._close()
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._close(exc)
+
+    def _close(self, exc=None):
+        self._core.close_now()
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._core.detach()
+            self._pipe.close()
+            self._pipe = None
             self._protocol = None
             self._loop = None

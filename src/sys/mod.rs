@@ -20,6 +20,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod net;
+pub mod pipe;
 
 /// Seconds on CLOCK_MONOTONIC, converted exactly as `time.monotonic()` converts them, so the loop's
 /// `time()` and `time.monotonic()` are one clock.

@@ -20,7 +20,7 @@ pub fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<usize> {
 }
 
 /// Runs a system call again while it fails with `EINTR`.
-fn retry(mut call: impl FnMut() -> io::Result<isize>) -> io::Result<usize> {
+pub(super) fn retry(mut call: impl FnMut() -> io::Result<isize>) -> io::Result<usize> {
     loop {
         match call() {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,

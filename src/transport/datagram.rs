@@ -334,7 +334,7 @@ impl DatagramCore {
             if lost > 0 {
                 core.st.borrow_mut(py).conn_lost += 1;
                 if lost >= LOST_WRITES_LOGGED_FROM {
-                    Self::call_transport(slf, intern!(py, "_warn_lost_write"), ())?;
+                    super::warn_lost_write(py, "socket.send() raised exception.")?;
                 }
                 return Ok(());
             }

@@ -21,8 +21,10 @@
 
 mod addr;
 mod datagram;
+mod pipe;
 
 pub use datagram::DatagramCore;
+pub use pipe::{ReadPipeCore, WritePipeCore};
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -77,6 +79,16 @@ pub(crate) fn recv_bytes(
         Ok(())
     })?;
     Ok(outcome.map(|n| (n, PyBytes::new(py, &big.as_bytes()[..n]))))
+}
+
+/// Logs, on asyncio's logger, that a write to a lost connection was dropped (the stdlib logs it
+/// itself, so it is logged even after the transport let go of everything).
+#[cold]
+#[inline(never)]
+pub(crate) fn warn_lost_write(py: Python<'_>, message: &str) -> PyResult<()> {
+    let logger = py.import(intern!(py, "asyncio.log"))?.getattr(intern!(py, "logger"))?;
+    logger.call_method1(intern!(py, "warning"), (message,))?;
+    Ok(())
 }
 
 struct State {
@@ -347,7 +359,7 @@ impl StreamCore {
             WriteOutcome::NoMemory => Err(PyMemoryError::new_err("cannot buffer the data to write")),
             WriteOutcome::Lost { log } => {
                 if log {
-                    Self::call_transport(slf, intern!(py, "_warn_lost_write"))?;
+                    warn_lost_write(py, "socket.send() raised exception.")?;
                 }
                 Ok(())
             }

@@ -216,3 +216,101 @@ def test_pipe_pair_round_trip(loop):
         assert rtransport.is_closing()
 
     loop.run_until_complete(main())
+
+
+def test_read_pipe_data_received_error_goes_to_the_exception_handler(loop, pipe, handler_calls):
+    rfile, wfile = pipe
+
+    class Failing(Recorder):
+        def data_received(self, data):
+            if data == b"boom":
+                raise ZeroDivisionError("from data_received")
+            super().data_received(data)
+
+    async def main():
+        transport, proto = await wait(loop.connect_read_pipe(Failing, rfile))
+        os.write(wfile.fileno(), b"boom")
+        for _ in range(100):
+            if handler_calls:
+                break
+            await asyncio.sleep(0.01)
+        # The pipe stays open and goes on reading.
+        assert not transport.is_closing()
+        os.write(wfile.fileno(), b"after")
+        assert await proto.read(5) == b"after"
+        transport.close()
+        assert await wait(proto.lost) is None
+
+    loop.run_until_complete(main())
+    assert len(handler_calls) == 1
+    assert isinstance(handler_calls[0]["exception"], ZeroDivisionError)
+
+
+def test_read_pipe_set_protocol(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, first = await wait(loop.connect_read_pipe(Recorder, rfile))
+        os.write(wfile.fileno(), b"one")
+        assert await first.read(3) == b"one"
+        second = Recorder()
+        transport.set_protocol(second)
+        assert transport.get_protocol() is second
+        os.write(wfile.fileno(), b"two")
+        assert await second.read(3) == b"two"
+        assert first.data == b"one"
+        transport.close()
+        assert await wait(second.lost) is None
+
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_rejects_non_bytes(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        with pytest.raises(AssertionError):
+            transport.write("text")
+        transport.write(b"")  # empty: nothing to do
+        transport.write(bytearray(b"ok"))
+        assert os.read(rfile.fileno(), 10) == b"ok"
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_write_pipe_writes_after_close_are_dropped_and_logged(loop, pipe, caplog):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        transport.close()
+        await wait(proto.lost)
+        with caplog.at_level("WARNING", logger="asyncio"):
+            for _ in range(8):
+                transport.write(b"late")
+        warnings = [r for r in caplog.records if "pipe closed by peer" in r.getMessage()]
+        assert len(warnings) == 3  # from the sixth write on
+        assert os.read(rfile.fileno(), 100) == b""
+
+    loop.run_until_complete(main())
+
+
+def test_pipe_transport_repr(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        rtransport, rproto = await wait(loop.connect_read_pipe(Recorder, rfile))
+        wtransport, wproto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        await asyncio.sleep(0)
+        assert f"fd={rfile.fileno()} polling" in repr(rtransport)
+        assert f"fd={wfile.fileno()} idle bufsize=0" in repr(wtransport)
+        wtransport.close()
+        await wait(wproto.lost)
+        assert "closed" in repr(wtransport)
+        await wait(rproto.lost)
+        assert "closed" in repr(rtransport)
+
+    loop.run_until_complete(main())

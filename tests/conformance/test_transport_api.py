@@ -567,3 +567,19 @@ def test_connection_made_error_is_reported(loop, handler_calls):
         await server.wait_closed()
 
     loop.run_until_complete(main())
+
+
+def test_writes_after_the_connection_is_lost_are_dropped_and_logged(loop, caplog):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.abort()
+            await wait(proto.lost)
+            with caplog.at_level("WARNING", logger="asyncio"):
+                for _ in range(8):
+                    transport.write(b"late")
+            warnings = [r for r in caplog.records if r.getMessage() == "socket.send() raised exception."]
+            assert len(warnings) == 4  # from the fifth write on
+            assert await wait(recv_until_eof(loop, peer)) == b""
+
+    loop.run_until_complete(main())

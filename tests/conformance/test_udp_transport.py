@@ -320,3 +320,24 @@ def test_repr_shows_polling_state(loop):
         assert "closed" in repr(transport)
 
     loop.run_until_complete(main())
+
+
+def test_sends_after_a_connected_endpoint_closed_are_dropped_and_logged(loop, caplog):
+    async def main():
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.bind(("127.0.0.1", 0))
+            peer.setblocking(False)
+            transport, proto = await wait(
+                loop.create_datagram_endpoint(DatagramRecorder, remote_addr=peer.getsockname())
+            )
+            transport.close()
+            await wait(proto.lost)
+            with caplog.at_level("WARNING", logger="asyncio"):
+                for _ in range(8):
+                    transport.sendto(b"late")
+            warnings = [r for r in caplog.records if r.getMessage() == "socket.send() raised exception."]
+            assert len(warnings) == 4  # from the fifth send on
+            with pytest.raises(BlockingIOError):
+                peer.recvfrom(10)
+
+    loop.run_until_complete(main())

@@ -1,0 +1,543 @@
+//! `ReadPipeCore` and `WritePipeCore`: the native halves of the pipe transports that
+//! `connect_read_pipe`/`connect_write_pipe` (and subprocesses' stdin/stdout/stderr) make.
+//!
+//! The Python classes `ferroloop._transports.ReadPipeTransport`/`WritePipeTransport` are what
+//! users see; they hand these the per-byte work (`read` into `data_received`; `write`, the
+//! buffer, and writing it out when the pipe is writable again), and keep the rest. Behaviour is
+//! the stdlib's `_UnixReadPipeTransport`/`_UnixWritePipeTransport`: the fd is level-triggered
+//! like any `add_reader` fd; an exception from `data_received` goes to the loop's exception
+//! handler and leaves the pipe open; `write()` after close or a lost pipe is dropped (logged
+//! after a few); a write pipe watches its fd for readability, which for a pipe means the reader
+//! went away.
+
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::{PyAssertionError, PyMemoryError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyTuple};
+use pyo3::{intern, PyTraverseError};
+
+use super::{MAX_READ, READ_BUF};
+use crate::ffi::{self, GilCell};
+use crate::r#loop::LoopCore;
+use crate::{errors, sys};
+
+/// After this many writes to a lost pipe, each further one logs a warning.
+const LOST_WRITES_LOGGED_FROM: u32 = 5;
+
+/// Registers (or unregisters) `callback` (a method of `slf`) as the fd's reader or writer.
+fn set_polling(
+    slf: &Bound<'_, PyAny>,
+    event_loop: &Py<LoopCore>,
+    fd: RawFd,
+    method: Option<&Bound<'_, PyString>>,
+    write: bool,
+) -> PyResult<()> {
+    let py = slf.py();
+    let event_loop = event_loop.bind(py);
+    match method {
+        Some(name) => {
+            LoopCore::fd_handle(event_loop, fd, slf.getattr(name)?, PyTuple::empty(py), write)?;
+        }
+        None => {
+            LoopCore::fd_remove(event_loop, fd, write)?;
+        }
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn call_transport<'py>(
+    py: Python<'py>,
+    transport: Option<Py<PyAny>>,
+    method: &Bound<'py, PyString>,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<()> {
+    if let Some(transport) = transport {
+        transport.bind(py).call_method1(method, args)?;
+    }
+    Ok(())
+}
+
+struct ReadState {
+    protocol: Option<Py<PyAny>>,
+    transport: Option<Py<PyAny>>,
+    closing: bool,
+    paused: bool,
+    /// The fd is registered for reading.
+    polling: bool,
+}
+
+#[pyclass(frozen, module = "ferroloop._core", name = "ReadPipeCore")]
+pub struct ReadPipeCore {
+    fd: RawFd,
+    event_loop: Py<LoopCore>,
+    st: GilCell<ReadState>,
+}
+
+impl ReadPipeCore {
+    fn poll(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let core = slf.get();
+        let method = on.then(|| intern!(slf.py(), "_read_ready"));
+        set_polling(slf.as_any(), &core.event_loop, core.fd, method, false)?;
+        core.st.borrow_mut(slf.py()).polling = on;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl ReadPipeCore {
+    #[new]
+    fn py_new(event_loop: Bound<'_, LoopCore>, fd: RawFd, transport: Py<PyAny>, protocol: Py<PyAny>) -> Self {
+        ReadPipeCore {
+            fd,
+            event_loop: event_loop.unbind(),
+            st: GilCell::new(ReadState {
+                protocol: Some(protocol),
+                transport: Some(transport),
+                closing: false,
+                paused: false,
+                polling: false,
+            }),
+        }
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>) {
+        let old = self.st.borrow_mut(py).protocol.replace(protocol);
+        drop(old);
+    }
+
+    /// Starts reading (after `connection_made`), unless closed or paused meanwhile.
+    fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().is_reading(slf.py()) {
+            Self::poll(slf, true)?;
+        }
+        Ok(())
+    }
+
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let read = READ_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => sys::pipe::read(core.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n])),
+            // Only a callback running inside a read could get here; it gets a buffer of its own.
+            Err(_) => {
+                let mut buf = vec![0; MAX_READ];
+                sys::pipe::read(core.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n]))
+            }
+        });
+        let (protocol, transport) = {
+            let st = core.st.borrow_mut(py);
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.transport.as_ref().map(|t| t.clone_ref(py)),
+            )
+        };
+        match read {
+            Ok(data) if !data.as_bytes().is_empty() => {
+                if let Some(protocol) = protocol {
+                    // An exception from the protocol goes to the loop's exception handler.
+                    protocol.bind(py).call_method1(intern!(py, "data_received"), (data,))?;
+                }
+                Ok(())
+            }
+            Ok(_) => call_transport(py, transport, intern!(py, "_read_eof"), ()),
+            Err(e) if sys::net::would_block(&e) => Ok(()),
+            Err(e) => call_transport(
+                py,
+                transport,
+                intern!(py, "_fatal_error"),
+                (errors::os_error(e).value(py), "Fatal read error on pipe transport"),
+            ),
+        }
+    }
+
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let st = self.st.borrow_mut(py);
+        !st.paused && !st.closing
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).closing
+    }
+
+    /// Stops reading; false if it was not reading.
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        if !slf.get().is_reading(slf.py()) {
+            return Ok(false);
+        }
+        slf.get().st.borrow_mut(slf.py()).paused = true;
+        Self::poll(slf, false)?;
+        Ok(true)
+    }
+
+    /// Reads again; false if it was not paused (or is closing).
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            if st.closing || !st.paused {
+                return Ok(false);
+            }
+            st.paused = false;
+        }
+        Self::poll(slf, true)?;
+        Ok(true)
+    }
+
+    /// Closing (at EOF, on `close()` or a fatal error): stops reading.
+    fn stop(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().st.borrow_mut(slf.py()).closing = true;
+        Self::poll(slf, false)
+    }
+
+    /// The transport is done: unregister the fd (before the pipe is closed) and let go.
+    fn detach(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (taken, polling) = {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            st.closing = true;
+            ((st.protocol.take(), st.transport.take()), st.polling)
+        };
+        drop(taken);
+        if polling {
+            Self::poll(slf, false)?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn polling(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).polling
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        if let Some(st) = self.st.try_borrow_in_gc() {
+            visit.call(&st.protocol)?;
+            visit.call(&st.transport)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Some(mut st) = self.st.try_borrow_in_gc() {
+            let taken = (st.protocol.take(), st.transport.take());
+            drop(st);
+            // The collector calls this with the GIL held.
+            Python::attach(|_| drop(taken));
+        }
+    }
+}
+
+struct WriteState {
+    transport: Option<Py<PyAny>>,
+    /// Accepted and not yet written: `buffer[start..]`.
+    buffer: Vec<u8>,
+    start: usize,
+    conn_lost: u32,
+    /// `close()`/`write_eof()` was called, or the pipe was lost.
+    closing: bool,
+    /// The fd is registered for reading (the peer-closed watch) and for writing.
+    watching: bool,
+    writing: bool,
+}
+
+impl WriteState {
+    fn pending(&self) -> usize {
+        self.buffer.len() - self.start
+    }
+
+    fn clear(&mut self) {
+        self.buffer = Vec::new();
+        self.start = 0;
+    }
+}
+
+#[pyclass(frozen, module = "ferroloop._core", name = "WritePipeCore")]
+pub struct WritePipeCore {
+    fd: RawFd,
+    event_loop: Py<LoopCore>,
+    st: GilCell<WriteState>,
+}
+
+/// What a `write()` did, decided with the state borrowed and acted on after.
+enum Wrote {
+    Done,
+    Lost { log: bool },
+    Failed(PyErr),
+    Buffered { register: bool },
+}
+
+impl WritePipeCore {
+    fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.borrow_mut(py).transport.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    fn watch(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let core = slf.get();
+        let method = on.then(|| intern!(slf.py(), "_peer_closed"));
+        set_polling(slf.as_any(), &core.event_loop, core.fd, method, false)?;
+        core.st.borrow_mut(slf.py()).watching = on;
+        Ok(())
+    }
+
+    fn poll_write(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let core = slf.get();
+        let method = on.then(|| intern!(slf.py(), "_write_ready"));
+        set_polling(slf.as_any(), &core.event_loop, core.fd, method, true)?;
+        core.st.borrow_mut(slf.py()).writing = on;
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        let transport = slf.get().transport(py);
+        call_transport(
+            py,
+            transport,
+            intern!(py, "_fatal_error"),
+            (err.value(py), "Fatal write error on pipe transport"),
+        )
+    }
+
+    /// `write()` of the bytes of an already checked object.
+    fn write_bytes(&self, py: Python<'_>, bytes: &[u8]) -> Wrote {
+        if bytes.is_empty() {
+            return Wrote::Done;
+        }
+        let mut st = self.st.borrow_mut(py);
+        if st.conn_lost > 0 || st.closing {
+            let log = st.conn_lost >= LOST_WRITES_LOGGED_FROM;
+            st.conn_lost += 1;
+            return Wrote::Lost { log };
+        }
+        let mut written = 0;
+        let empty = st.pending() == 0;
+        if empty {
+            match sys::pipe::write(self.fd, bytes) {
+                Ok(n) if n == bytes.len() => return Wrote::Done,
+                Ok(n) => written = n,
+                Err(e) if sys::net::would_block(&e) => {}
+                Err(e) => {
+                    st.conn_lost += 1;
+                    return Wrote::Failed(errors::os_error(e));
+                }
+            }
+        }
+        let rest = &bytes[written..];
+        if st.buffer.try_reserve(rest.len()).is_err() {
+            return Wrote::Failed(PyMemoryError::new_err("cannot buffer the data to write"));
+        }
+        st.buffer.extend_from_slice(rest);
+        Wrote::Buffered { register: empty }
+    }
+}
+
+#[pymethods]
+impl WritePipeCore {
+    #[new]
+    fn py_new(event_loop: Bound<'_, LoopCore>, fd: RawFd, transport: Py<PyAny>) -> Self {
+        WritePipeCore {
+            fd,
+            event_loop: event_loop.unbind(),
+            st: GilCell::new(WriteState {
+                transport: Some(transport),
+                buffer: Vec::new(),
+                start: 0,
+                conn_lost: 0,
+                closing: false,
+                watching: false,
+                writing: false,
+            }),
+        }
+    }
+
+    /// Watches the fd for readability, which on the write end of a pipe or a socket means the
+    /// reader went away.
+    fn watch_peer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::watch(slf, true)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        if !(data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>())
+        {
+            return Err(PyAssertionError::new_err(data.repr()?.unbind()));
+        }
+        let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes)) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // A buffer that cannot be read whole (a non-contiguous view): the stdlib's
+                // os.write() fails on it the same way.
+                core.st.borrow_mut(py).conn_lost += 1;
+                Wrote::Failed(e)
+            }
+        };
+        match outcome {
+            Wrote::Done => Ok(()),
+            Wrote::Lost { log } => {
+                if log {
+                    super::warn_lost_write(py, "pipe closed by peer or os.write(pipe, data) raised exception.")?;
+                }
+                Ok(())
+            }
+            Wrote::Failed(e) if e.is_instance_of::<PyMemoryError>(py) => Err(e),
+            Wrote::Failed(e) => Self::fatal(slf, e),
+            Wrote::Buffered { register } => {
+                if register {
+                    Self::poll_write(slf, true)?;
+                }
+                call_transport(py, core.transport(py), intern!(py, "_maybe_pause_protocol"), ())
+            }
+        }
+    }
+
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let result = {
+            let mut st = core.st.borrow_mut(py);
+            if st.pending() == 0 {
+                return Ok(());
+            }
+            match sys::pipe::write(core.fd, &st.buffer[st.start..]) {
+                Ok(n) => {
+                    st.start += n;
+                    if st.pending() == 0 {
+                        st.clear();
+                    } else if st.start > st.buffer.len() / 2 {
+                        let start = st.start;
+                        st.buffer.drain(..start);
+                        st.start = 0;
+                    }
+                    Ok(st.pending() == 0)
+                }
+                Err(e) if sys::net::would_block(&e) => return Ok(()),
+                Err(e) => {
+                    st.clear();
+                    st.conn_lost += 1;
+                    Err(e)
+                }
+            }
+        };
+        match result {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                Self::poll_write(slf, false)?;
+                // May write more, through the protocol's resume_writing().
+                call_transport(py, core.transport(py), intern!(py, "_maybe_resume_protocol"), ())?;
+                let (closing, empty) = {
+                    let st = core.st.borrow_mut(py);
+                    (st.closing, st.pending() == 0)
+                };
+                if closing && empty {
+                    Self::watch(slf, false)?;
+                    call_transport(
+                        py,
+                        core.transport(py),
+                        intern!(py, "_call_connection_lost"),
+                        (py.None(),),
+                    )?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                Self::poll_write(slf, false)?;
+                Self::fatal(slf, errors::os_error(e))
+            }
+        }
+    }
+
+    fn _peer_closed(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        call_transport(py, slf.get().transport(py), intern!(py, "_peer_closed"), ())
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.st.borrow_mut(py).pending()
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).closing
+    }
+
+    /// `write_eof()`: true when `connection_lost` is to be scheduled now (nothing is buffered;
+    /// otherwise it comes once the buffer is written).
+    fn begin_eof(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let empty = {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            if st.closing {
+                return Ok(false);
+            }
+            st.closing = true;
+            st.pending() == 0
+        };
+        if empty {
+            Self::watch(slf, false)?;
+        }
+        Ok(empty)
+    }
+
+    /// `abort()`, a fatal error or a lost reader: drops the buffer and stops polling.
+    fn close_now(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let had_buffer = {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            st.closing = true;
+            let had = st.pending() > 0;
+            st.clear();
+            had
+        };
+        if had_buffer {
+            Self::poll_write(slf, false)?;
+        }
+        Self::watch(slf, false)
+    }
+
+    /// The transport is done: unregister the fd (before the pipe is closed) and let go.
+    fn detach(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (taken, watching, writing) = {
+            let mut st = slf.get().st.borrow_mut(slf.py());
+            // Closing: later writes are dropped (and counted), never written to a closed fd.
+            st.closing = true;
+            st.clear();
+            (st.transport.take(), st.watching, st.writing)
+        };
+        drop(taken);
+        if watching {
+            Self::watch(slf, false)?;
+        }
+        if writing {
+            Self::poll_write(slf, false)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the fd is registered for writing, for `repr()`.
+    #[getter]
+    fn polling(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).writing
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        if let Some(st) = self.st.try_borrow_in_gc() {
+            visit.call(&st.transport)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Some(mut st) = self.st.try_borrow_in_gc() {
+            let taken = st.transport.take();
+            drop(st);
+            // The collector calls this with the GIL held.
+            Python::attach(|_| drop(taken));
+        }
+    }
+}
