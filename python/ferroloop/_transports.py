@@ -53,27 +53,17 @@ else:
         server._detach()
 
 
-class SocketTransport(transports._FlowControlMixin, transports.Transport):
-    """A stream socket's transport."""
-
-    _start_tls_compatible = True
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+class _CoreSocketTransport(transports._FlowControlMixin):
+    """What the stream and datagram socket transports share, over a native core that has
+    ``begin_close``/``force_close``/``pause_reading``/``resume_reading`` and ``polling``: the
+    socket's extra info, ``repr``, reading control, closing and fatal errors."""
 
     max_size = 256 * 1024  # the most one read takes, as the stdlib's
 
     _sock = None
     _core = None
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        core = self._core = StreamCore(loop, sock.fileno(), self)
-        # The hot methods are the core's own, bound on the instance.
-        self.write = core.write
-        self.writelines = core.writelines
-        self.write_eof = core.write_eof
-        self.get_write_buffer_size = core.get_write_buffer_size
-        self.is_closing = core.is_closing
-        self.is_reading = core.is_reading
-        super().__init__(extra, loop)
+    def _init_socket(self, sock):
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -86,18 +76,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
                 self._extra["peername"] = None
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self._protocol_connected = False
-        self.set_protocol(protocol)
-        self._server = server
-        if server is not None:
-            _attach(server, self)
-        loop._transports[self._sock_fd] = self
-        _set_nodelay(sock)
-
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(core.start)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -113,25 +91,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={bufsize}>")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.detach()
-            self._sock.close()
-            if self._server is not None:
-                _detach(self._server, self)
-
-    # The same methods on the class, for code that calls them through it
-    # (``SocketTransport.write(t, data)``, ``super().write(...)``).
-
-    def write(self, data):
-        self._core.write(data)
-
-    def writelines(self, list_of_data):
-        self._core.writelines(list_of_data)
-
-    def write_eof(self):
-        self._core.write_eof()
+    # The core's methods on the class too, for code that calls them through it
+    # (``SocketTransport.write(t, data)``, ``super().write(...)``); instances bind them directly.
 
     def get_write_buffer_size(self):
         return self._core.get_write_buffer_size()
@@ -142,17 +103,8 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def is_reading(self):
         return self._core.is_reading()
 
-    # -- protocol ---------------------------------------------------------------------------
-
-    def set_protocol(self, protocol):
-        self._protocol = protocol
-        self._protocol_connected = True
-        self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
-
     def get_protocol(self):
         return self._protocol
-
-    # -- reading ----------------------------------------------------------------------------
 
     def pause_reading(self):
         if self._core.pause_reading() and self._loop.get_debug():
@@ -161,6 +113,92 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def resume_reading(self):
         if self._core.resume_reading() and self._loop.get_debug():
             logger.debug("%r resumes reading", self)
+
+    def close(self):
+        if self._core.begin_close():
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        # Not logged: an OSError here is a peer going away, routine for a server.
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._core.force_close():
+            self._loop.call_soon(self._call_connection_lost, exc)
+
+
+class SocketTransport(_CoreSocketTransport, transports.Transport):
+    """A stream socket's transport."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        core = self._core = StreamCore(loop, sock.fileno(), self)
+        # The hot methods are the core's own, bound on the instance.
+        self.write = core.write
+        self.writelines = core.writelines
+        self.write_eof = core.write_eof
+        self.get_write_buffer_size = core.get_write_buffer_size
+        self.is_closing = core.is_closing
+        self.is_reading = core.is_reading
+        super().__init__(extra, loop)
+        self._init_socket(sock)
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+        self._server = server
+        if server is not None:
+            _attach(server, self)
+        loop._transports[self._sock_fd] = self
+        _set_nodelay(sock)
+
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(core.start)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            self._sock.close()
+            if self._server is not None:
+                _detach(self._server, self)
+
+    # The core's methods on the class too (see the base class).
+
+    def write(self, data):
+        self._core.write(data)
+
+    def writelines(self, list_of_data):
+        self._core.writelines(list_of_data)
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+        self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+
+    # -- reading ----------------------------------------------------------------------------
 
     def _read_eof(self):
         """The core read EOF."""
@@ -205,33 +243,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
     # -- closing ----------------------------------------------------------------------------
 
-    def close(self):
-        if self._core.begin_close():
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self):
-        self._force_close(None)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        # Not logged: an OSError here is a peer going away, routine for a server.
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _force_close(self, exc):
-        if self._core.force_close():
-            self._loop.call_soon(self._call_connection_lost, exc)
-
     def _finish_close(self):
         """The core flushed the buffer of a closing transport."""
         self._call_connection_lost(None)
@@ -266,28 +277,12 @@ DATAGRAM_FAMILIES = frozenset(
 )
 
 
-class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
     """A datagram socket's transport."""
-
-    max_size = 256 * 1024  # the largest datagram one read takes, as the stdlib's
-
-    _sock = None
-    _core = None
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._sock = sock
-        self._sock_fd = sock.fileno()
+        self._init_socket(sock)
         self._address = address
         core = self._core = DatagramCore(
             loop,
@@ -313,39 +308,14 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
-    def __repr__(self):
-        info = [self.__class__.__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._core.is_closing():
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        if self._loop is not None and not self._loop.is_closed():
-            reading, writing = self._core.polling
-            info.append("read=polling" if reading else "read=idle")
-            bufsize = self._core.get_write_buffer_size()
-            info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={bufsize}>")
-        return "<{}>".format(" ".join(info))
-
     def __del__(self, _warn=warnings.warn):
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._core.detach()
             self._sock.close()
 
-    # The same methods on the class, for code that calls them through it.
-
-    def sendto(self, data, addr=None):
+    def sendto(self, data, addr=None):  # the core's, as on the instance (see the base class)
         self._core.sendto(data, addr)
-
-    def get_write_buffer_size(self):
-        return self._core.get_write_buffer_size()
-
-    def is_closing(self):
-        return self._core.is_closing()
-
-    def is_reading(self):
-        return self._core.is_reading()
 
     # -- protocol ---------------------------------------------------------------------------
 
@@ -353,47 +323,6 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._protocol = protocol
         self._protocol_connected = True
         self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._protocol
-
-    # -- reading ----------------------------------------------------------------------------
-
-    def pause_reading(self):
-        if self._core.pause_reading() and self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._core.resume_reading() and self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
-
-    # -- closing ----------------------------------------------------------------------------
-
-    def close(self):
-        if self._core.begin_close():
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self):
-        self._force_close(None)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _force_close(self, exc):
-        if self._core.force_close():
-            self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc):
         try:

@@ -21,11 +21,11 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyTypeError, PyValueError,
+    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit, PyValueError,
 };
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
 use super::{addr, READ_BUF};
@@ -303,15 +303,7 @@ impl DatagramCore {
     fn sendto(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, addr: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        if !(data.is_instance_of::<PyBytes>()
-            || data.is_instance_of::<PyByteArray>()
-            || data.is_instance_of::<PyMemoryView>())
-        {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {}",
-                data.get_type().name()?.repr()?
-            )));
-        }
+        super::check_bytes_like(data)?;
         if !core.sends_empty && !data.is_truthy()? {
             return Ok(());
         }

@@ -81,6 +81,22 @@ pub(crate) fn recv_bytes(
     Ok(outcome.map(|n| (n, PyBytes::new(py, &big.as_bytes()[..n]))))
 }
 
+/// Whether `data` is one of the types transports accept: `bytes`, `bytearray`, `memoryview`.
+pub(crate) fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
+    data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
+}
+
+/// `TypeError` unless `data` is bytes-like, worded as the stdlib's socket transports word it.
+pub(crate) fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
+    if is_bytes_like(data) {
+        return Ok(());
+    }
+    Err(PyTypeError::new_err(format!(
+        "data argument must be a bytes-like object, not {}",
+        data.get_type().name()?.repr()?
+    )))
+}
+
 /// Logs, on asyncio's logger, that a write to a lost connection was dropped (the stdlib logs it
 /// itself, so it is logged even after the transport let go of everything).
 #[cold]
@@ -509,15 +525,7 @@ impl StreamCore {
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if !(data.is_instance_of::<PyBytes>()
-            || data.is_instance_of::<PyByteArray>()
-            || data.is_instance_of::<PyMemoryView>())
-        {
-            return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not {:?}",
-                data.get_type().name()?.to_string()
-            )));
-        }
+        check_bytes_like(data)?;
         let core = slf.get();
         Self::check_writable(&core.st.borrow_mut(py), "write")?;
         let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes)) {

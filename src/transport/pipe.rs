@@ -15,7 +15,7 @@ use std::os::fd::RawFd;
 use pyo3::exceptions::{PyAssertionError, PyMemoryError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
 use super::{MAX_READ, READ_BUF};
@@ -364,10 +364,8 @@ impl WritePipeCore {
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        if !(data.is_instance_of::<PyBytes>()
-            || data.is_instance_of::<PyByteArray>()
-            || data.is_instance_of::<PyMemoryView>())
-        {
+        if !super::is_bytes_like(data) {
+            // The stdlib asserts this.
             return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
         let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes)) {

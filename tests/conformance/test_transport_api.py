@@ -85,9 +85,9 @@ def test_write_and_writelines(loop):
             transport.writelines([])
             expected = b"bytes,bytearray,memoryview,one,two,three"
             assert await recv_exactly(loop, peer, len(expected)) == expected
-            with pytest.raises(TypeError):
+            with pytest.raises(TypeError, match="^data argument must be a bytes-like object, not 'str'$"):
                 transport.write("text")
-            with pytest.raises(TypeError):
+            with pytest.raises(TypeError, match="not 'int'$"):
                 transport.write(42)
             assert not transport.is_closing()
             transport.close()

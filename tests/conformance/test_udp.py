@@ -85,7 +85,7 @@ def test_remote_addr(loop, peer):
 def test_sendto_rejects_non_bytes(loop, peer):
     async def main():
         transport, proto = await _endpoint(loop, local_addr=("127.0.0.1", 0))
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="^data argument must be a bytes-like object, not 'str'$"):
             transport.sendto("text", peer.getsockname())
         assert not transport.is_closing()
         transport.close()
