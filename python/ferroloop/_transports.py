@@ -53,6 +53,23 @@ else:
         server._detach()
 
 
+def _report_fatal_error(transport, exc, message, quiet):
+    """Reports an error that ends ``transport`` as the stdlib does: a ``quiet`` one (a peer going
+    away, routine for a server) only in debug mode's log, any other to the exception handler."""
+    if quiet:
+        if transport._loop.get_debug():
+            logger.debug("%r: %s", transport, message, exc_info=True)
+    else:
+        transport._loop.call_exception_handler(
+            {
+                "message": message,
+                "exception": exc,
+                "transport": transport,
+                "protocol": transport._protocol,
+            }
+        )
+
+
 class _CoreSocketTransport(transports._FlowControlMixin):
     """What the stream and datagram socket transports share, over a native core that has
     ``begin_close``/``force_close``/``pause_reading``/``resume_reading`` and ``polling``: the
@@ -122,19 +139,7 @@ class _CoreSocketTransport(transports._FlowControlMixin):
         self._force_close(None)
 
     def _fatal_error(self, exc, message="Fatal error on transport"):
-        # Not logged: an OSError here is a peer going away, routine for a server.
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        _report_fatal_error(self, exc, message, quiet=isinstance(exc, OSError))
         self._force_close(exc)
 
     def _force_close(self, exc):
@@ -336,13 +341,36 @@ class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
             self._loop = None
 
 
-class ReadPipeTransport(transports.ReadTransport):
-    """The read end of a pipe (or a socket or character device), as the stdlib's."""
-
-    max_size = 256 * 1024  # the most one read takes, as the stdlib's
+class _PipeTransport:
+    """What the read and write pipe transports share: the end of their life."""
 
     _pipe = None
     _core = None
+
+    def __del__(self, _warn=warnings.warn):
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            self._pipe.close()
+
+    def get_protocol(self):
+        return self._protocol
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._core.detach()
+            self._pipe.close()
+            self._pipe = None
+            self._protocol = None
+            self._loop = None
+
+
+class ReadPipeTransport(_PipeTransport, transports.ReadTransport):
+    """The read end of a pipe (or a socket or character device), as the stdlib's."""
+
+    max_size = 256 * 1024  # the most one read takes, as the stdlib's
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(extra)
@@ -382,12 +410,6 @@ class ReadPipeTransport(transports.ReadTransport):
             info.append("closed")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn=warnings.warn):
-        if self._pipe is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.detach()
-            self._pipe.close()
-
     def is_reading(self):
         return self._core.is_reading()
 
@@ -406,9 +428,6 @@ class ReadPipeTransport(transports.ReadTransport):
         self._protocol = protocol
         self._core.set_protocol(protocol)
 
-    def get_protocol(self):
-        return self._protocol
-
     def _read_eof(self):
         """The core read EOF: the writer closed its end."""
         if self._loop.get_debug():
@@ -422,40 +441,16 @@ class ReadPipeTransport(transports.ReadTransport):
             self._close(None)
 
     def _fatal_error(self, exc, message="Fatal error on pipe transport"):
-        if isinstance(exc, OSError) and exc.errno == errno.EIO:
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        _report_fatal_error(self, exc, message, quiet=isinstance(exc, OSError) and exc.errno == errno.EIO)
         self._close(exc)
 
     def _close(self, exc):
         self._core.stop()
         self._loop.call_soon(self._call_connection_lost, exc)
 
-    def _call_connection_lost(self, exc):
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._core.detach()
-            self._pipe.close()
-            self._pipe = None
-            self._protocol = None
-            self._loop = None
 
-
-class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport):
+class WritePipeTransport(_PipeTransport, transports._FlowControlMixin, transports.WriteTransport):
     """The write end of a pipe (or a socket or character device), as the stdlib's."""
-
-    _pipe = None
-    _core = None
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(extra, loop)
@@ -502,12 +497,6 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
             info.append("closed")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn=warnings.warn):
-        if self._pipe is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.detach()
-            self._pipe.close()
-
     # The same methods on the class, for code that calls them through it.
 
     def write(self, data):
@@ -532,9 +521,6 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
     def set_protocol(self, protocol):
         self._protocol = protocol
 
-    def get_protocol(self):
-        return self._protocol
-
     def close(self):
         if self._pipe is not None and not self._core.is_closing():
             # write_eof is all what is needed to close a write pipe
@@ -553,30 +539,9 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
             self._close()
 
     def _fatal_error(self, exc, message="Fatal error on pipe transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        _report_fatal_error(self, exc, message, quiet=isinstance(exc, OSError))
         self._close(exc)
 
     def _close(self, exc=None):
         self._core.close_now()
         self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc):
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._core.detach()
-            self._pipe.close()
-            self._pipe = None
-            self._protocol = None
-            self._loop = None
