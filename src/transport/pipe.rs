@@ -370,11 +370,24 @@ impl WritePipeCore {
         }
         let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes)) {
             Ok(outcome) => outcome,
+            // A buffer that cannot be read whole (a non-contiguous view), as the stdlib fails
+            // on it: raised to the caller when it would be buffered, fatal when written at once.
+            // (A write that would be dropped is dropped without reading the data.)
             Err(e) => {
-                // A buffer that cannot be read whole (a non-contiguous view): the stdlib's
-                // os.write() fails on it the same way.
-                core.st.borrow_mut(py).conn_lost += 1;
-                Wrote::Failed(e)
+                let mut st = core.st.borrow_mut(py);
+                if st.closing || st.conn_lost > 0 {
+                    if !data.is_truthy()? {
+                        return Ok(());
+                    }
+                    let log = st.conn_lost >= LOST_WRITES_LOGGED_FROM;
+                    st.conn_lost += 1;
+                    Wrote::Lost { log }
+                } else if st.pending() > 0 {
+                    return Err(e);
+                } else {
+                    st.conn_lost += 1;
+                    Wrote::Failed(e)
+                }
             }
         };
         match outcome {

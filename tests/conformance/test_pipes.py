@@ -314,3 +314,16 @@ def test_pipe_transport_repr(loop, pipe):
         assert "closed" in repr(rtransport)
 
     loop.run_until_complete(main())
+
+
+def test_write_pipe_non_contiguous_buffer_is_a_fatal_error(loop, pipe, handler_calls):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        transport.write(memoryview(b"abcdef")[::2])
+        assert isinstance(await wait(proto.lost), BufferError)
+        transport.write(memoryview(b"abcdef")[::2])  # after the loss: dropped, no exception
+
+    loop.run_until_complete(main())
+    assert [c["message"] for c in handler_calls] == ["Fatal write error on pipe transport"]
