@@ -1,9 +1,7 @@
 //! One turn of the loop, in the stdlib's order: drop cancelled timers at the top of the heap,
 //! poll for I/O (blocking only when nothing is ready), move due timers to the ready queue, then
 //! run exactly the callbacks that were ready when the turn began. Callbacks scheduled while they
-//! run wait for the next turn, after another poll, with one exception: when the poll queued I/O
-//! callbacks, what they scheduled runs in a second pass of the same turn (see `run_once`). That
-//! is the order libuv's loop has, and it saves a poll that would find nothing per I/O wake-up.
+//! run wait for the next turn, after another poll.
 //!
 //! When no fd is registered and something is ready, the poll is skipped: it could report
 //! nothing, and `call_soon_threadsafe` pushes straight into the ready queue.
@@ -66,10 +64,9 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     };
     finish_all(py, std::mem::take(&mut released));
 
-    let io_events = match poll_timeout {
-        Some(timeout) => poll(slf, timeout)?,
-        None => 0,
-    };
+    if let Some(timeout) = poll_timeout {
+        poll(slf, timeout)?;
+    }
 
     // Timers due by now (within the clock's resolution) become ready in deadline order, then the
     // whole ready queue becomes this turn's batch.
@@ -95,26 +92,10 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
     finish_all(py, released);
 
-    run_batch(slf)?;
-
-    // The callbacks that I/O callbacks scheduled (a task woken by the data it waited for) run in
-    // this turn too, rather than after another poll that could only find what a poll a moment
-    // ago did not: one extra pass, so nothing can starve the poller. Not when stopping, so that
-    // `stop()` leaves what this turn's callbacks scheduled for the next run, as the stdlib does.
-    if io_events > 0 && !core.stopping.load(Ordering::Relaxed) {
-        let mut st = core.state(py);
-        if st.ready.is_empty() {
-            return Ok(());
-        }
-        std::mem::swap(&mut *core.batch.borrow_mut(py), &mut st.ready);
-        drop(st);
-        run_batch(slf)?;
-    }
-    Ok(())
+    run_batch(slf)
 }
 
-/// Polls and queues the callbacks of the fds that are ready; returns how many were queued.
-fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<usize> {
+fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
     let py = slf.py();
     let core = slf.get();
     let Ok(mut poller) = core.poller.try_lock() else {
@@ -129,12 +110,10 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<usize>
         py.detach(|| poll.poll(events, timeout))
     };
     let mut dropped = Vec::new();
-    let queued;
     {
         let mut st = core.state(py);
         let st = &mut *st;
         st.sleeping = false;
-        let before = st.ready.len();
         if let (Ok(()), Some(os)) = (&result, st.os.as_ref()) {
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
@@ -153,15 +132,14 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<usize>
                 );
             }
         }
-        queued = st.ready.len() - before;
     }
     drop(poller);
     finish_all(py, dropped);
     match result {
-        Ok(()) => Ok(queued),
+        Ok(()) => Ok(()),
         // A signal arrived while we were blocked: let Python run its handlers now, so Ctrl-C
         // raises KeyboardInterrupt out of the loop as it does with the stdlib.
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals().map(|()| queued),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals(),
         Err(e) => Err(errors::os_error(e)),
     }
 }
