@@ -70,7 +70,29 @@ def _report_fatal_error(transport, exc, message, quiet):
         )
 
 
-class _CoreSocketTransport(transports._FlowControlMixin):
+class _CoreReading:
+    """Reading control over a native core (``is_reading``/``pause_reading``/``resume_reading``,
+    the last two returning whether anything changed), shared by the socket and read pipe
+    transports."""
+
+    __slots__ = ()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        if self._core.pause_reading() and self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._core.resume_reading() and self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+
+class _CoreSocketTransport(_CoreReading, transports._FlowControlMixin):
     """What the stream and datagram socket transports share, over a native core that has
     ``begin_close``/``force_close``/``pause_reading``/``resume_reading`` and ``polling``: the
     socket's extra info, ``repr``, reading control, closing and fatal errors."""
@@ -114,22 +136,8 @@ class _CoreSocketTransport(transports._FlowControlMixin):
     def get_write_buffer_size(self):
         return self._core.get_write_buffer_size()
 
-    def is_closing(self):
-        return self._core.is_closing()
-
-    def is_reading(self):
-        return self._core.is_reading()
-
     def get_protocol(self):
         return self._protocol
-
-    def pause_reading(self):
-        if self._core.pause_reading() and self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._core.resume_reading() and self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
 
     def close(self):
         if self._core.begin_close():
@@ -342,10 +350,27 @@ class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
 
 
 class _PipeTransport:
-    """What the read and write pipe transports share: the end of their life."""
+    """What the read and write pipe transports share: their repr and the end of their life."""
 
     _pipe = None
     _core = None
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
+            info.append("polling" if self._core.polling else "idle")
+            if isinstance(self, transports.WriteTransport):
+                info.append(f"bufsize={self._core.get_write_buffer_size()}")
+        elif self._pipe is not None:
+            info.append("open")
+        else:
+            info.append("closed")
+        return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn=warnings.warn):
         if self._pipe is not None:
@@ -367,7 +392,7 @@ class _PipeTransport:
             self._loop = None
 
 
-class ReadPipeTransport(_PipeTransport, transports.ReadTransport):
+class ReadPipeTransport(_CoreReading, _PipeTransport, transports.ReadTransport):
     """The read end of a pipe (or a socket or character device), as the stdlib's."""
 
     max_size = 256 * 1024  # the most one read takes, as the stdlib's
@@ -394,35 +419,6 @@ class ReadPipeTransport(_PipeTransport, transports.ReadTransport):
         loop.call_soon(core.start)  # only reads once connection_made() has been called
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __repr__(self):
-        info = [self.__class__.__name__]
-        if self._pipe is None:
-            info.append("closed")
-        elif self._core.is_closing():
-            info.append("closing")
-        info.append(f"fd={self._fileno}")
-        if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
-            info.append("polling" if self._core.polling else "idle")
-        elif self._pipe is not None:
-            info.append("open")
-        else:
-            info.append("closed")
-        return "<{}>".format(" ".join(info))
-
-    def is_reading(self):
-        return self._core.is_reading()
-
-    def is_closing(self):
-        return self._core.is_closing()
-
-    def pause_reading(self):
-        if self._core.pause_reading() and self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._core.resume_reading() and self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
 
     def set_protocol(self, protocol):
         self._protocol = protocol
@@ -480,22 +476,6 @@ class WritePipeTransport(_PipeTransport, transports._FlowControlMixin, transport
             loop.call_soon(core.watch_peer)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __repr__(self):
-        info = [self.__class__.__name__]
-        if self._pipe is None:
-            info.append("closed")
-        elif self._core.is_closing():
-            info.append("closing")
-        info.append(f"fd={self._fileno}")
-        if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
-            info.append("polling" if self._core.polling else "idle")
-            info.append(f"bufsize={self._core.get_write_buffer_size()}")
-        elif self._pipe is not None:
-            info.append("open")
-        else:
-            info.append("closed")
-        return "<{}>".format(" ".join(info))
 
     # The same methods on the class, for code that calls them through it.
 
