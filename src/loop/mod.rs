@@ -100,6 +100,9 @@ pub struct LoopCore {
     parked: GilCell<Vec<std::sync::Weak<handle::Parked>>>,
     closed: AtomicBool,
     stopping: AtomicBool,
+    /// Inside `_run_forever_inner`: the loop is reachable from the frame running it, so whatever
+    /// its queues hold is alive (see `__traverse__`).
+    running: AtomicBool,
     debug: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
     /// `set_task_factory`'s factory; while one is set `create_task` goes through Python.
@@ -463,6 +466,7 @@ impl LoopCore {
             parked: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             task_factory: GilCell::new(None),
@@ -563,6 +567,14 @@ impl LoopCore {
     /// Runs turns until `stop()`; the Python side does the setup and teardown around it.
     fn _run_forever_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
         let core = slf.get();
+        struct Running<'a>(&'a AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Relaxed);
+            }
+        }
+        core.running.store(true, Ordering::Relaxed);
+        let _running = Running(&core.running);
         loop {
             if let Err(e) = run::run_once(slf) {
                 core.stopping.store(false, Ordering::Relaxed);
@@ -630,6 +642,17 @@ impl LoopCore {
         // Handles are not GC objects (see `handle.rs`): the loop reports their contents as its own
         // references, each handle exactly once: one-shot handles from the queues, fd handles from
         // the fd table.
+        //
+        // While the loop runs it is reachable (from the frame running it), and so is everything
+        // its handles hold: leaving their contents unreported only lets the collector count them
+        // as referenced from outside, which they are, and spares every collection a walk over
+        // every queued callback and timer.
+        if self.running.load(Ordering::Relaxed) {
+            if let Some(f) = self.task_factory.try_borrow_in_gc() {
+                visit.call(&*f)?;
+            }
+            return Ok(());
+        }
         if let Some(st) = self.state.try_borrow_in_gc() {
             for h in st.ready.iter().filter(|h| h.get().is_one_shot()).chain(st.io.handles()) {
                 h.get().visit_contents(&visit)?;

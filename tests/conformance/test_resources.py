@@ -98,6 +98,49 @@ def test_pending_timer_keeps_its_callback_alive_until_close(loop):
     assert collected(ref)
 
 
+def test_collection_inside_a_running_loop_keeps_queued_cycles_alive(loop):
+    # Objects in reference cycles whose only outside reference is a queued callback or timer:
+    # a collection while the loop runs must leave them whole, and a loop dropped once it has
+    # stopped must still give them up.
+    seen = []
+
+    class Node:
+        def __init__(self, name):
+            self.name = name
+            self.me = self
+
+        def fire(self):
+            seen.append(self.me.name)
+
+    def collect_then_check():
+        gc.collect()
+        seen.append("collected")
+
+    loop.call_soon(collect_then_check)
+    loop.call_soon(Node("soon").fire)
+    loop.call_later(0.001, Node("later").fire)
+    waiter = loop.create_future()
+    loop.call_later(0.01, waiter.set_result, None)
+    loop.run_until_complete(waiter)
+    assert seen == ["collected", "soon", "later"]
+
+
+def test_stopped_unclosed_loop_gives_up_queued_cycles(loop_kind):
+    lp = _untracked_loop(loop_kind)
+    obj = Holder()
+    obj.me = obj
+    lp.call_later(100, obj.method)
+    lp.run_until_complete(asyncio.sleep(0))
+    ref, loop_ref = weakref.ref(obj), weakref.ref(lp)
+    del obj
+    assert not collected(ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        del lp
+        assert collected(loop_ref)
+        assert collected(ref)
+
+
 def _open_fds():
     return set(os.listdir("/proc/self/fd"))
 
