@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import selectors
 import weakref
-from asyncio import constants, selector_events, sslproto, unix_events
+from asyncio import constants, selector_events, unix_events
 from asyncio.log import logger
 
+from . import _tls
 from ._transports import (
     DATAGRAM_FAMILIES,
     DatagramTransport,
@@ -114,7 +115,7 @@ class NetworkMixin:
         # TLS is the stdlib's SSLProtocol (an ssl.MemoryBIO state machine) over a native
         # transport; the application sees the protocol's own transport.
         self._ensure_fd_no_transport(rawsock.fileno())
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _tls.SSLProtocol(
             self,
             protocol,
             sslcontext,

@@ -788,3 +788,111 @@ def test_streams_over_tls(loop, certs):
         return lines
 
     assert loop.run_until_complete(main()) == [b"HELLO\n", b"TLSv1.3\n", b""]
+
+
+# ---------------------------------------------------------------------------
+# Records in the steady state
+# ---------------------------------------------------------------------------
+
+
+def test_many_small_records_arrive_whole_and_in_order(loop, certs):
+    # Each write is its own record; many of them arrive in one read of the socket.
+    pieces = [b"%05d;" % i for i in range(2000)]
+
+    async def main():
+        servers = Collect()
+        server, port = await _tls_server(loop, certs, servers)
+        transport, client = await loop.create_connection(
+            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        server_side = await servers.first()
+        for piece in pieces:
+            transport.write(piece)
+        await server_side.wait_for_data(sum(map(len, pieces)))
+        transport.close()
+        await client.lost
+        await server_side.lost
+        await _close_server(server)
+        return bytes(server_side.data), server_side.events
+
+    data, events = loop.run_until_complete(main())
+    assert data == b"".join(pieces)
+    assert events == ["made", "data", "eof", "lost"]
+
+
+def test_data_then_close_notify_in_one_burst(loop, certs):
+    # The server writes and closes at once: the client sees all of the data, then EOF.
+    async def main():
+        async def on_connect(reader, writer):
+            writer.write(b"x" * 100_000)
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=certs.server_context())
+        port = server.sockets[0].getsockname()[1]
+        transport, client = await loop.create_connection(
+            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        exc = await asyncio.wait_for(client.lost, 10)
+        await _close_server(server)
+        return len(client.data), client.events, exc
+
+    size, events, exc = loop.run_until_complete(main())
+    assert size == 100_000
+    assert events[0] == "made" and events[-2:] == ["eof", "lost"]
+    assert exc is None
+
+
+def test_error_in_data_received_is_fatal(loop, certs, handler_calls):
+    class Failing(Peer):
+        def data_received(self, data):
+            raise ZeroDivisionError("bad data")
+
+    async def main():
+        servers = Collect(echo=True)
+        server, port = await _tls_server(loop, certs, servers)
+        transport, client = await loop.create_connection(
+            Failing, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        transport.write(b"ping")
+        exc = await asyncio.wait_for(client.lost, 10)
+        await _close_server(server)
+        return exc, transport.is_closing()
+
+    exc, closing = loop.run_until_complete(main())
+    assert isinstance(exc, ZeroDivisionError)
+    assert closing
+    reported = [ctx for ctx in handler_calls if ctx.get("message") == "Fatal error on SSL protocol"]
+    assert len(reported) == 1
+    assert isinstance(reported[0]["exception"], ZeroDivisionError)
+
+
+def test_context_sslobject_class_is_used_for_records(loop, certs):
+    calls = {"read": 0, "write": 0}
+
+    class CountingSSLObject(ssl.SSLObject):
+        def read(self, *args, **kwargs):
+            calls["read"] += 1
+            return super().read(*args, **kwargs)
+
+        def write(self, data):
+            calls["write"] += 1
+            return super().write(data)
+
+    async def main():
+        servers = Collect(echo=True)
+        server, port = await _tls_server(loop, certs, servers)
+        ctx = certs.client_context()
+        ctx.sslobject_class = CountingSSLObject
+        transport, client = await loop.create_connection(
+            Peer, "127.0.0.1", port, ssl=ctx, server_hostname=SERVER_NAME
+        )
+        transport.write(b"ping")
+        await client.wait_for_data(4)
+        transport.close()
+        await client.lost
+        await _close_server(server)
+        return bytes(client.data)
+
+    assert loop.run_until_complete(main()) == b"ping"
+    assert calls["write"] >= 1
+    assert calls["read"] >= 1
