@@ -7,8 +7,8 @@ connection whose application protocol is a plain ``Protocol``, through fewer Pyt
 - a read decrypts every complete record in the incoming buffer and stops when neither the
   buffer nor OpenSSL holds any more bytes, instead of calling ``read`` until it raises
   ``SSLWantReadError`` (it still handles that error, for a partial record);
-- an application write with nothing queued before it is encrypted and sent at once, instead of
-  going through the write backlog.
+- an application write with nothing queued before it is encrypted and sent at once, from the
+  application transport's ``write``, instead of going through the write backlog.
 
 Anything else (a handshake, a shutdown, paused reading, a ``BufferedProtocol`` application, a
 backlog) goes to the stdlib's methods, so the observable order of callbacks, writes and errors
@@ -25,16 +25,51 @@ _AGAIN = sslproto.SSLAgainErrors
 _SSLObject = ssl.SSLObject
 
 
-def _c_object(sslobj):
-    # The ssl module's own SSLObject only forwards read/write/pending to the C object; a
-    # context's sslobject_class may be a subclass that does more, and is called as it is.
-    if type(sslobj) is _SSLObject:
-        return sslobj._sslobj
-    return sslobj
+class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
+    """The stdlib's application-side TLS transport; ``write`` goes to the protocol directly."""
+
+    def write(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: expecting a bytes-like instance, got {type(data).__name__}")
+        if not data:
+            return
+        proto = self._ssl_protocol
+        if proto._state is not _WRAPPED or proto._write_backlog:
+            proto._write_appdata((data,))
+            return
+        # The stdlib's _write_appdata and _do_write for one buffer with nothing queued before it.
+        try:
+            sslobj = proto._sslobj
+            if type(sslobj) is _SSLObject:
+                sslobj = sslobj._sslobj
+            try:
+                count = sslobj.write(data)
+            except _AGAIN:
+                count = 0
+            except Exception:
+                # Where the stdlib's write would have left it when the error reached it.
+                proto._write_backlog.append(data)
+                proto._write_buffer_size += len(data)
+                raise
+            size = len(data)
+            if count < size:
+                proto._write_backlog.append(data[count:])
+                proto._write_buffer_size += size - count
+            proto._send_outgoing()
+        except Exception as ex:
+            proto._fatal_error(ex, "Fatal error on SSL protocol")
 
 
 class SSLProtocol(sslproto.SSLProtocol):
     __slots__ = ()
+
+    def _get_app_transport(self):
+        if self._app_transport is None:
+            if self._app_transport_created:
+                raise RuntimeError("Creating _SSLProtocolTransport twice")
+            self._app_transport = _SSLProtocolTransport(self._loop, self)
+            self._app_transport_created = True
+        return self._app_transport
 
     def buffer_updated(self, nbytes):
         if self._state is not _WRAPPED or self._app_reading_paused or self._app_protocol_is_buffer:
@@ -43,7 +78,11 @@ class SSLProtocol(sslproto.SSLProtocol):
         incoming = self._incoming
         incoming.write(self._ssl_buffer_view[:nbytes])
         try:
-            sslobj = _c_object(self._sslobj)
+            sslobj = self._sslobj
+            if type(sslobj) is _SSLObject:
+                # The ssl module's own SSLObject only forwards to the C object; a context's
+                # sslobject_class may be a subclass that does more, and is called as it is.
+                sslobj = sslobj._sslobj
             read = sslobj.read
             max_size = self.max_size
             chunk = b"1"
@@ -82,30 +121,6 @@ class SSLProtocol(sslproto.SSLProtocol):
                     self._control_ssl_reading()
             elif size >= self._incoming_high_water:
                 self._control_ssl_reading()
-        except Exception as ex:
-            self._fatal_error(ex, "Fatal error on SSL protocol")
-
-    def _write_appdata(self, list_of_data):
-        if self._state is not _WRAPPED or self._write_backlog or len(list_of_data) != 1:
-            super()._write_appdata(list_of_data)
-            return
-        (data,) = list_of_data
-        try:
-            sslobj = _c_object(self._sslobj)
-            try:
-                count = sslobj.write(data)
-            except _AGAIN:
-                count = 0
-            except Exception:
-                # Where the stdlib's write would have left it when the error reached it.
-                self._write_backlog.append(data)
-                self._write_buffer_size += len(data)
-                raise
-            size = len(data)
-            if count < size:
-                self._write_backlog.append(data[count:])
-                self._write_buffer_size += size - count
-            self._send_outgoing()
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 

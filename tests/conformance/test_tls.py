@@ -896,3 +896,31 @@ def test_context_sslobject_class_is_used_for_records(loop, certs):
     assert loop.run_until_complete(main()) == b"ping"
     assert calls["write"] >= 1
     assert calls["read"] >= 1
+
+
+def test_app_transport_write_checks_and_writes_after_close(loop, certs, caplog):
+    async def main():
+        servers = Collect()
+        server, port = await _tls_server(loop, certs, servers)
+        transport, client = await loop.create_connection(
+            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        server_side = await servers.first()
+        assert isinstance(transport, asyncio.sslproto._SSLProtocolTransport)
+        with pytest.raises(TypeError) as err:
+            transport.write("text")
+        transport.write(b"")
+        transport.write(bytearray(b"ab"))
+        transport.write(memoryview(b"cd"))
+        await server_side.wait_for_data(4)
+        transport.close()
+        await client.lost
+        for _ in range(6):
+            transport.write(b"late")  # dropped, and logged once enough of them pile up
+        await _close_server(server)
+        return str(err.value), bytes(server_side.data)
+
+    message, data = loop.run_until_complete(main())
+    assert message == "data: expecting a bytes-like instance, got str"
+    assert data == b"abcd"
+    assert "SSL connection is closed" in caplog.text
