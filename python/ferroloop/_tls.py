@@ -55,14 +55,12 @@ class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
             if count < size:
                 proto._write_backlog.append(data[count:])
                 proto._write_buffer_size += size - count
-            proto._send_outgoing()
+            proto._process_outgoing()
         except Exception as ex:
             proto._fatal_error(ex, "Fatal error on SSL protocol")
 
 
 class SSLProtocol(sslproto.SSLProtocol):
-    __slots__ = ()
-
     def _get_app_transport(self):
         if self._app_transport is None:
             if self._app_transport_created:
@@ -114,7 +112,7 @@ class SSLProtocol(sslproto.SSLProtocol):
             if self._write_backlog:
                 self._do_write()
             else:
-                self._send_outgoing()
+                self._process_outgoing()
             size = incoming.pending
             if self._ssl_reading_paused:
                 if size <= self._incoming_low_water:
@@ -124,9 +122,9 @@ class SSLProtocol(sslproto.SSLProtocol):
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 
-    def _send_outgoing(self):
-        # The stdlib's _process_outgoing, with its flow-control call made only when a limit is
-        # crossed (the call itself decides, as it always does).
+    def _process_outgoing(self):
+        # The stdlib's, with its flow-control call made only when a limit is crossed (the call
+        # itself decides, as it always does).
         outgoing = self._outgoing
         if not self._ssl_writing_paused:
             data = outgoing.read()

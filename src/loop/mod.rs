@@ -639,6 +639,9 @@ impl LoopCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(f) = self.task_factory.try_borrow_in_gc() {
+            visit.call(&*f)?;
+        }
         // Handles are not GC objects (see `handle.rs`): the loop reports their contents as its own
         // references, each handle exactly once: one-shot handles from the queues, fd handles from
         // the fd table.
@@ -648,9 +651,6 @@ impl LoopCore {
         // as referenced from outside, which they are, and spares every collection a walk over
         // every queued callback and timer.
         if self.running.load(Ordering::Relaxed) {
-            if let Some(f) = self.task_factory.try_borrow_in_gc() {
-                visit.call(&*f)?;
-            }
             return Ok(());
         }
         if let Some(st) = self.state.try_borrow_in_gc() {
@@ -666,10 +666,6 @@ impl LoopCore {
                 h.get().visit_contents(&visit)?;
             }
         }
-        if let Some(f) = self.task_factory.try_borrow_in_gc() {
-            visit.call(&*f)?;
-        }
-
         Ok(())
     }
 
