@@ -268,6 +268,11 @@ def test_signal_after_finish_raises_process_lookup_error(loop):
     async def main():
         proc = await asyncio.create_subprocess_exec(*py("pass"), stdout=PIPE)
         await proc.communicate()
+        # On 3.11 (a thread waits for the child) the transport lets go of the process a few
+        # callbacks after communicate() returns, on both loops: until then a signal is silently
+        # ignored (measured: 3 in 300 runs on the stdlib loop).
+        for _ in range(3):
+            await asyncio.sleep(0)
         for method in (proc.kill, proc.terminate, lambda: proc.send_signal(signal.SIGTERM)):
             with pytest.raises(ProcessLookupError):
                 method()
