@@ -72,8 +72,8 @@ def _report_fatal_error(transport, exc, message, quiet):
 
 class _CoreReading:
     """Reading control over a native core (``is_reading``/``pause_reading``/``resume_reading``,
-    the last two returning whether anything changed), shared by the socket and read pipe
-    transports."""
+    the last two returning whether anything changed) and start-up, shared by the socket and
+    read pipe transports."""
 
     __slots__ = ()
 
@@ -91,6 +91,14 @@ class _CoreReading:
         if self._core.resume_reading() and self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 
+    def _schedule_start(self, loop, protocol, waiter):
+        """The stdlib's start-up order: ``connection_made``, then reading (so nothing arrives
+        before it), then the creator's waiter."""
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._core.start)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
 
 class _CoreSocketTransport(_CoreReading, transports._FlowControlMixin):
     """What the stream and datagram socket transports share, over a native core that has
@@ -101,6 +109,7 @@ class _CoreSocketTransport(_CoreReading, transports._FlowControlMixin):
 
     _sock = None
     _core = None
+    _server = None  # the Server a stream transport was accepted by
 
     def _init_socket(self, sock):
         self._extra["socket"] = trsock.TransportSocket(sock)
@@ -129,6 +138,14 @@ class _CoreSocketTransport(_CoreReading, transports._FlowControlMixin):
             bufsize = self._core.get_write_buffer_size()
             info.append(f"write=<{'polling' if writing else 'idle'}, bufsize={bufsize}>")
         return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._core.detach()
+            self._sock.close()
+            if self._server is not None:
+                _detach(self._server, self)
 
     # The core's methods on the class too, for code that calls them through it
     # (``SocketTransport.write(t, data)``, ``super().write(...)``); instances bind them directly.
@@ -180,18 +197,7 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
         loop._transports[self._sock_fd] = self
         _set_nodelay(sock)
 
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(core.start)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.detach()
-            self._sock.close()
-            if self._server is not None:
-                _detach(self._server, self)
+        self._schedule_start(loop, protocol, waiter)
 
     # The core's methods on the class too (see the base class).
 
@@ -316,16 +322,7 @@ class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
         self.set_protocol(protocol)
         loop._transports[self._sock_fd] = self
 
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(core.start)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.detach()
-            self._sock.close()
+        self._schedule_start(loop, protocol, waiter)
 
     def sendto(self, data, addr=None):  # the core's, as on the instance (see the base class)
         self._core.sendto(data, addr)
@@ -415,10 +412,7 @@ class ReadPipeTransport(_CoreReading, _PipeTransport, transports.ReadTransport):
         self.is_reading = core.is_reading
         self.is_closing = core.is_closing
 
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(core.start)  # only reads once connection_made() has been called
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        self._schedule_start(loop, protocol, waiter)
 
     def set_protocol(self, protocol):
         self._protocol = protocol
