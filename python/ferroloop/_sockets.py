@@ -210,10 +210,17 @@ class SocketMixin:
         _check_socket(self, sock)
         if type(sock) is socket.socket:
             # A plain socket: the native path (the bytes now, or a future to wait on).
-            result = self._sock_recv(sock.fileno(), n)
+            fd = sock.fileno()
+            result = self._sock_recv(sock, fd, n)
             if type(result) is bytes:
                 return result
-            return await result
+            try:
+                return await result
+            except BaseException:
+                # Cancelled, or the coroutine closed: the wait's reader goes now, where the
+                # stdlib's loop has a done callback on the future remove it.
+                self._sock_recv_abandon(fd, result)
+                raise
         try:
             return sock.recv(n)
         except _WOULD_BLOCK:

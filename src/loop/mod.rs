@@ -29,7 +29,7 @@ use mio::{Events, Poll, Registry, Token, Waker};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyTuple, PyWeakrefReference};
 use pyo3::{intern, PyTraverseError};
 
 use args::CallArgs;
@@ -314,6 +314,84 @@ impl LoopCore {
         Ok(handle)
     }
 
+    /// Installs a waiting `sock_recv`'s reader: `callback`, for the socket object `owner` whose
+    /// fd is `fd`; the poller registration its last wait parked is used again (see `io.rs`).
+    pub(crate) fn fd_sock_reader(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        owner: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        core.check_closed()?;
+        core.ensure_own_poller(py)?;
+        let handle = Py::new(
+            py,
+            Handle::new(
+                py,
+                callback.unbind(),
+                CallArgs::from_tuple(PyTuple::empty(py)),
+                None,
+                false,
+            )?,
+        )?;
+        if core.is_debug() {
+            Self::debug_hook(slf, handle.bind(py).as_any(), "add_reader")?;
+        }
+        let parked = core.state(py).io.unpark(py, fd, owner);
+        let registered = parked.is_some();
+        let weak = match parked {
+            Some(weak) => weak,
+            None => PyWeakrefReference::new(owner)?.unbind(),
+        };
+        let displaced = {
+            let mut st = core.state(py);
+            let st = &mut *st;
+            let Some(os) = st.os.as_ref() else {
+                return Err(errors::loop_closed());
+            };
+            st.io.add_sock_reader(&os.registry, fd, handle, weak, registered)
+        };
+        let (old, stale) = displaced.map_err(errors::os_error)?;
+        for displaced in old.into_iter().chain(stale) {
+            Handle::retire(displaced.bind(py))?;
+        }
+        Ok(())
+    }
+
+    /// A `sock_recv` wait whose reader is `callback` got its data: its reader goes, its
+    /// registration stays parked for the socket's next wait when it can (see `io.rs`).
+    pub(crate) fn fd_park_if(slf: &Bound<'_, Self>, fd: RawFd, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let parked = {
+            let mut st = core.state(py);
+            let ours = st
+                .io
+                .get(fd)
+                .and_then(|e| e.reader.as_ref())
+                .is_some_and(|h| h.get().calls(py, callback));
+            if !ours || core.closed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            st.io.park_sock_reader(fd)
+        };
+        match parked {
+            Some(reader) => Handle::retire(reader.bind(py)),
+            None => Self::fd_remove(slf, fd, false).map(drop),
+        }
+    }
+
+    /// Removes `fd`'s parked `sock_recv` registration from the poller (see `io.rs`).
+    pub(crate) fn fd_forget_parked(&self, py: Python<'_>, fd: RawFd) {
+        let mut st = self.state(py);
+        let st = &mut *st;
+        if let Some(os) = st.os.as_ref() {
+            st.io.forget_parked(&os.registry, fd);
+        }
+    }
+
     /// Registers a transport's fd edge-triggered, with its read and write callbacks (see `io.rs`).
     pub(crate) fn add_stream(
         slf: &Bound<'_, Self>,
@@ -523,8 +601,13 @@ impl LoopCore {
     }
 
     /// `sock_recv` on a plain socket's fd: bytes now, or a future (see `sockops.rs`).
-    fn _sock_recv(slf: &Bound<'_, Self>, fd: RawFd, n: isize) -> PyResult<Py<PyAny>> {
-        Self::sock_recv(slf, fd, n)
+    fn _sock_recv(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, fd: RawFd, n: isize) -> PyResult<Py<PyAny>> {
+        Self::sock_recv(slf, sock, fd, n)
+    }
+
+    /// A cancelled native `sock_recv` lets go of its reader (see `sockops.rs`).
+    fn _sock_recv_abandon(slf: &Bound<'_, Self>, fd: RawFd, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::sock_recv_abandon(slf, fd, fut)
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {

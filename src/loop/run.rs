@@ -125,7 +125,7 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
                 st.io.dispatch(
                     py,
                     &os.registry,
-                    super::io::fd_of(event.token()),
+                    event.token(),
                     (readable, writable, hangup),
                     &mut st.ready,
                     &mut dropped,

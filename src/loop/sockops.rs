@@ -1,14 +1,15 @@
 //! The waiting half of `sock_recv` in Rust, for plain `socket.socket` objects (the Python side
 //! keeps the general path for socket-likes): try `recv` now; if the socket has nothing, register
-//! a reader whose callback is a `RecvWait` and return a future it completes. Unregistering on
-//! completion and on cancellation is as the stdlib's.
+//! a reader whose callback is a `RecvWait` and return a future it completes. The reader goes on
+//! completion and on cancellation, as the stdlib's does; after data, its registration stays in
+//! the poller for the socket's next wait (see `io.rs`), after EOF or an error it goes too.
 
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::PyBytes;
 use pyo3::{intern, PyTraverseError};
 
 use super::LoopCore;
@@ -38,6 +39,12 @@ impl RecvWait {
         let me = slf.get();
         LoopCore::fd_remove_if(me.event_loop.bind(slf.py()), me.fd, slf.as_any())
     }
+
+    /// Done with data: the reader goes, the registration stays for the next wait.
+    fn park(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let me = slf.get();
+        LoopCore::fd_park_if(me.event_loop.bind(slf.py()), me.fd, slf.as_any())
+    }
 }
 
 #[pymethods]
@@ -52,7 +59,11 @@ impl RecvWait {
         match recv_now(py, me.fd, me.n) {
             Ok(None) => Ok(()),
             Ok(Some(data)) => {
-                Self::unregister(slf)?;
+                if data.as_bytes().is_empty() {
+                    Self::unregister(slf)?;
+                } else {
+                    Self::park(slf)?;
+                }
                 fut.call_method1(intern!(py, "set_result"), (data,))?;
                 Ok(())
             }
@@ -64,14 +75,6 @@ impl RecvWait {
         }
     }
 
-    /// The future's done callback: a cancelled wait unregisters its reader.
-    fn _done(slf: &Bound<'_, Self>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        if fut.call_method0(intern!(slf.py(), "cancelled"))?.is_truthy()? {
-            Self::unregister(slf)?;
-        }
-        Ok(())
-    }
-
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
         visit.call(&self.fut)
@@ -80,14 +83,23 @@ impl RecvWait {
 
 impl LoopCore {
     /// `sock_recv` on a plain socket: the bytes if some are there now, else a future.
-    pub(crate) fn sock_recv(slf: &Bound<'_, Self>, fd: RawFd, n: isize) -> PyResult<Py<PyAny>> {
+    pub(crate) fn sock_recv(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+        n: isize,
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let n = usize::try_from(n).map_err(|_| PyValueError::new_err("negative buffersize in recv"))?;
         if n == 0 {
             // As socket.recv(0): empty at once, without a system call.
             return Ok(PyBytes::new(py, b"").into_any().unbind());
         }
-        if let Some(data) = recv_now(py, fd, n)? {
+        let data = recv_now(py, fd, n).inspect_err(|_| slf.get().fd_forget_parked(py, fd))?;
+        if let Some(data) = data {
+            if data.as_bytes().is_empty() {
+                slf.get().fd_forget_parked(py, fd);
+            }
             return Ok(data.into_any().unbind());
         }
         slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
@@ -101,8 +113,28 @@ impl LoopCore {
                 n,
             },
         )?;
-        Self::fd_handle(slf, fd, wait.clone().into_any(), PyTuple::empty(py), false)?;
-        fut.call_method1(intern!(py, "add_done_callback"), (wait.getattr(intern!(py, "_done"))?,))?;
+        Self::fd_sock_reader(slf, fd, wait.clone().into_any(), sock)?;
         Ok(fut.unbind())
+    }
+
+    /// The `sock_recv` awaiting `fut` on `fd` was cancelled (or closed): its reader goes, as the
+    /// stdlib's done callback removes it. Nothing happens when the wait already let go.
+    pub(crate) fn sock_recv_abandon(slf: &Bound<'_, Self>, fd: RawFd, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let reader = {
+            let st = slf.get().state(py);
+            st.io
+                .get(fd)
+                .and_then(|e| e.reader.as_ref())
+                .and_then(|h| h.get().parts(py))
+        };
+        let Some(parts) = reader else {
+            return Ok(());
+        };
+        let callback = parts.callback.bind(py);
+        match callback.cast::<RecvWait>() {
+            Ok(wait) if wait.get().fut.is(fut) => Self::fd_remove_if(slf, fd, callback),
+            _ => Ok(()),
+        }
     }
 }

@@ -314,6 +314,149 @@ def test_pending_recv_fails_when_peer_resets(loop):
     loop.run_until_complete(main())
 
 
+# -- one socket waiting again and again -------------------------------------------------------
+
+
+def _socket_on_fd(fd, sock):
+    """A socket object for ``sock``'s file, under the fd number ``fd`` (closing what it named)."""
+    os.dup2(sock.fileno(), fd)
+    new = socket.socket(fileno=fd)
+    new.setblocking(False)
+    return new
+
+
+async def _recv_after_wait(loop, reader_sock, writer_sock, data):
+    """A ``sock_recv`` that has to wait for the loop before ``data`` arrives."""
+    pending = asyncio.ensure_future(loop.sock_recv(reader_sock, 100))
+    await asyncio.sleep(0)
+    assert not pending.done()
+    writer_sock.send(data)
+    return await asyncio.wait_for(pending, 5)
+
+
+def test_recv_waits_many_times_on_one_socket(loop, pair):
+    a, b = pair
+
+    async def main():
+        for i in range(50):
+            message = b"round %d" % i
+            assert await _recv_after_wait(loop, b, a, message) == message
+            # Data that arrives between two waits is there for the next one.
+            a.send(b"early")
+            await _settle()
+            assert await loop.sock_recv(b, 100) == b"early"
+        assert loop.remove_reader(b.fileno()) is False
+
+    loop.run_until_complete(main())
+
+
+def test_recv_on_a_new_socket_with_a_closed_sockets_fd_number(loop):
+    async def main():
+        a, b = socket.socketpair()
+        c, d = socket.socketpair()
+        for s in (a, b, c, d):
+            s.setblocking(False)
+        with closing(a, c, d):
+            assert await _recv_after_wait(loop, b, a, b"old") == b"old"
+            fd = b.fileno()
+            b.close()
+            with _socket_on_fd(fd, c) as e:
+                assert e.fileno() == fd
+                assert await _recv_after_wait(loop, e, d, b"new") == b"new"
+                assert await _recv_after_wait(loop, e, d, b"again") == b"again"
+
+    loop.run_until_complete(main())
+
+
+def test_fd_number_reused_while_the_old_file_lives_on(loop):
+    # The old socket's file stays open through a duplicate; data for it must not reach what
+    # the fd number names now: a sock_recv, then a plain reader.
+    async def main():
+        a, b = socket.socketpair()
+        c, d = socket.socketpair()
+        for s in (a, b, c, d):
+            s.setblocking(False)
+        with closing(a, c, d):
+            assert await _recv_after_wait(loop, b, a, b"first") == b"first"
+            fd = b.fileno()
+            keep = socket.socket(fileno=os.dup(fd))
+            b.close()
+            with keep, _socket_on_fd(fd, c) as e:
+                pending = asyncio.ensure_future(loop.sock_recv(e, 100))
+                await asyncio.sleep(0)
+                a.send(b"for the old file")
+                await _settle()
+                assert not pending.done()
+                d.send(b"for the new one")
+                assert await asyncio.wait_for(pending, 5) == b"for the new one"
+
+                calls = []
+                got = loop.create_future()
+
+                def on_readable():
+                    calls.append(None)
+                    if not got.done():
+                        got.set_result(e.recv(100))
+
+                loop.add_reader(e, on_readable)
+                a.send(b"old again")
+                await _settle()
+                assert calls == []
+                d.send(b"new again")
+                assert await asyncio.wait_for(got, 5) == b"new again"
+                assert loop.remove_reader(e) is True
+                keep.setblocking(False)
+                assert keep.recv(100) == b"for the old fileold again"
+
+    loop.run_until_complete(main())
+
+
+def test_plain_reader_and_transport_after_a_completed_recv(loop, pair):
+    a, b = pair
+
+    async def main():
+        assert await _recv_after_wait(loop, b, a, b"one") == b"one"
+        got = loop.create_future()
+        loop.add_reader(b, lambda: got.done() or got.set_result(b.recv(100)))
+        a.send(b"two")
+        assert await asyncio.wait_for(got, 5) == b"two"
+        assert loop.remove_reader(b) is True
+        assert await _recv_after_wait(loop, b, a, b"three") == b"three"
+
+        received = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def data_received(self, data):
+                if not received.done():
+                    received.set_result(data)
+
+        transport, _ = await loop.connect_accepted_socket(Proto, b)
+        try:
+            a.send(b"four")
+            assert await asyncio.wait_for(received, 5) == b"four"
+        finally:
+            transport.close()
+            await _settle()
+
+    loop.run_until_complete(main())
+
+
+def test_recv_waits_on_two_objects_for_one_fd(loop, pair):
+    # A second socket object over the same fd (socket(fileno=...)) waits like the first.
+    a, b = pair
+
+    async def main():
+        assert await _recv_after_wait(loop, b, a, b"one") == b"one"
+        alias = socket.socket(fileno=b.fileno())
+        try:
+            assert await _recv_after_wait(loop, alias, a, b"two") == b"two"
+            assert await _recv_after_wait(loop, b, a, b"three") == b"three"
+        finally:
+            alias.detach()
+
+    loop.run_until_complete(main())
+
+
 # -- cancellation ---------------------------------------------------------------------------------
 
 
