@@ -20,11 +20,11 @@
 //! cost two per wait. A socket object that is still open names the file it named when it parked,
 //! so its registration is still the kernel's. Anything else done with the fd (another socket
 //! object with the same number, `add_reader`, a transport, `remove_reader`) treats the parked
-//! registration as stale. An edge that arrives while parked wakes the loop once and finds no
-//! reader; the socket's next `sock_recv` tries `recv` before it waits, so that data is not
-//! missed. The tag keeps the events of a parked registration whose file was closed behind the
-//! loop's back (and lives on in a duplicate elsewhere) from reaching whatever later uses the
-//! same fd number.
+//! registration as stale. An edge that arrives while parked finds no reader and takes the
+//! registration out of the poller; the socket's next `sock_recv` tries `recv` before it waits,
+//! so that data is not missed. The tag keeps the events of a parked registration whose file was
+//! closed behind the loop's back (and lives on in a duplicate elsewhere, where it cannot be
+//! removed) from reaching whatever later uses the same fd number.
 
 use std::collections::HashMap;
 use std::io;
@@ -372,6 +372,12 @@ impl IoTable {
     ) {
         let (fd, sock) = fd_of(token);
         let Some(entry) = self.fds.get_mut(&fd) else {
+            if sock {
+                // Data (or EOF) for a parked registration: the socket's next `sock_recv` gets it
+                // without waiting. Until it waits again, the fd is better out of the poller: it
+                // may have gone to another loop, or been closed while a duplicate lives on.
+                self.forget_parked(registry, fd);
+            }
             return;
         };
         if sock != entry.sock.is_some() {

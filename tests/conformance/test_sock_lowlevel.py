@@ -441,6 +441,21 @@ def test_plain_reader_and_transport_after_a_completed_recv(loop, pair):
     loop.run_until_complete(main())
 
 
+def test_recv_on_another_loop_then_back(loop, loop_factory, pair):
+    a, b = pair
+    assert loop.run_until_complete(_recv_after_wait(loop, b, a, b"one")) == b"one"
+    other = loop_factory()
+    try:
+        assert other.run_until_complete(_recv_after_wait(other, b, a, b"two")) == b"two"
+        a.send(b"between")
+        assert other.run_until_complete(other.sock_recv(b, 100)) == b"between"
+    finally:
+        other.close()
+    assert loop.run_until_complete(_recv_after_wait(loop, b, a, b"three")) == b"three"
+    a.send(b"four")
+    assert loop.run_until_complete(loop.sock_recv(b, 100)) == b"four"
+
+
 def test_recv_waits_on_two_objects_for_one_fd(loop, pair):
     # A second socket object over the same fd (socket(fileno=...)) waits like the first.
     a, b = pair
