@@ -463,6 +463,7 @@ def test_recv_waits_on_two_objects_for_one_fd(loop, pair):
     async def main():
         assert await _recv_after_wait(loop, b, a, b"one") == b"one"
         alias = socket.socket(fileno=b.fileno())
+        alias.setblocking(False)
         try:
             assert await _recv_after_wait(loop, alias, a, b"two") == b"two"
             assert await _recv_after_wait(loop, b, a, b"three") == b"three"
