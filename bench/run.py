@@ -62,6 +62,8 @@ class Cell:
     cpu_samples: list[float] = field(default_factory=list)
     # server rows: load generator CPU use in cores (near 1.0 = it may have been the limit)
     client_busy: list[float] = field(default_factory=list)
+    # server rows: instructions (user + kernel) the process under test retired per op, if counted
+    instr_samples: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     status: str = "ok"  # ok | n/a | error
 
@@ -72,6 +74,10 @@ class Cell:
     @property
     def cpu_median(self) -> float | None:
         return self._median(self.cpu_samples)
+
+    @property
+    def instr_median(self) -> float | None:
+        return self._median(self.instr_samples)
 
     def _median(self, samples: list[float]) -> float | None:
         if self.status != "ok" or not samples:
@@ -272,6 +278,40 @@ def render_table(
     return "\n".join(lines), all_met
 
 
+def render_instructions(selected: list[rows.Row], loops: list[str], cells: dict[str, dict[str, Cell]]) -> str:
+    """Instructions per op of the process under test, for the rows that counted them; the last
+    column says how many more the best (fewest) other loop needs than ferroloop."""
+    counted = [r for r in selected if any(cells[r.name][lp].instr_median for lp in loops)]
+    if not counted:
+        return ""
+    header = ["row", *loops] + ([f"best other / {TARGET}"] if TARGET in loops else [])
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for r in counted:
+        row_cells = cells[r.name]
+        values = [r.name]
+        for lp in loops:
+            c = row_cells[lp]
+            med = c.instr_median
+            if med is None:
+                values.append(c.status if c.status != "ok" else "-")
+                continue
+            spread = (max(c.instr_samples) - min(c.instr_samples)) / 2 / med * 100
+            values.append(f"{fmt_rate(med)} ±{spread:.1f}%")
+        if TARGET in loops:
+            mine = row_cells[TARGET].instr_median
+            others = {lp: v for lp in loops if lp != TARGET and (v := row_cells[lp].instr_median)}
+            if mine and others:
+                best = min(others, key=lambda k: others[k])
+                values.append(f"{others[best] / mine:.2f}x ({best})")
+            else:
+                values.append("-")
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def render(
     selected: list[rows.Row],
     loops: list[str],
@@ -286,6 +326,13 @@ def render(
         table += (
             "\n\nPer CPU-second of the process under test (the server, or the parent for `proc`), "
             "same rounds:\n\n" + cpu_table
+        )
+    instructions = render_instructions(selected, loops, cells)
+    if instructions:
+        table += (
+            "\n\nInstructions (user + kernel) the process under test retired per op, counted by `perf stat`"
+            " over the same windows (lower is better; these move far less between rounds than time"
+            " does):\n\n" + instructions
         )
     server = "; server rows: server on CPU {}, load generator on CPU {}".format(*meta["net_cpus"])  # type: ignore[misc]
 
@@ -415,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                         cpu_rate = f", {fmt_rate(data['ops_per_cpu_s'])} {r.cpu_unit}"
                     if "client_busy" in data:
                         cell.client_busy.append(float(data["client_busy"]))
+                    if data.get("instructions_per_op"):
+                        cell.instr_samples.append(float(data["instructions_per_op"]))
                     if "close_error" in data:
                         cell.errors.append(f"loop close failed: {data['close_error']}")
                     rate = fmt_rate(data["ops_per_s"])
@@ -451,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 "n": r.size(args.quick),
                 "cpu_unit": r.cpu_unit,
                 "loops": {
-                    lp: vars(c) | {"median": c.median, "cpu_median": c.cpu_median}
+                    lp: vars(c)
+                    | {"median": c.median, "cpu_median": c.cpu_median, "instr_median": c.instr_median}
                     for lp, c in cells[r.name].items()
                 },
             }

@@ -84,6 +84,8 @@ def main() -> int:
         out["ops_per_cpu_s"] = result.ops / result.cpu_seconds if result.cpu_seconds > 0 else None
     if result.client_busy is not None:
         out["client_busy"] = round(result.client_busy, 3)
+    if result.instructions is not None:
+        out["instructions_per_op"] = result.instructions / result.ops
     if close_error:
         out["close_error"] = close_error
     print(json.dumps(out))

@@ -40,6 +40,9 @@ class Measurement:
     cpu_seconds: float | None = None
     # Server rows: the load generator's CPU use over its run, in cores (near 1.0: it may be the limit).
     client_busy: float | None = None
+    # Server rows: instructions (user + kernel) the process under test retired in the measured
+    # window, when ``perf`` can count them.
+    instructions: float | None = None
 
 
 @dataclass

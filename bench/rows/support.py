@@ -5,7 +5,9 @@ separate process (the Rust echo client in ``bench/loadgen`` or ``wrk``) pinned t
 ``CONTEXT.client_cpu``.  It is started and read by a plain thread, not through the loop,
 so the only loop feature the driver relies on is ``call_soon_threadsafe``.  The thread
 samples the worker's CPU time (all threads, user + system) exactly at the edges of the
-load generator's measured window.
+load generator's measured window, and, where ``perf`` is installed and allowed to count, the
+instructions the worker retires in it (``InstructionCounter``): unlike time, that count hardly
+moves with what else the machine runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -53,6 +56,52 @@ class ClientError(RuntimeError):
     """The load generator failed or reported something wrong."""
 
 
+class InstructionCounter:
+    """Counts the instructions (user + kernel) this process retires between ``start`` and ``stop``
+    with ``perf stat`` attached to it; ``stop`` returns ``None`` when perf is missing or may not
+    count. Attaching takes a few milliseconds, which the count misses at the start of a
+    window of seconds (the same for every loop)."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        perf = shutil.which("perf")
+        if perf is None:
+            return
+        argv = [perf, "stat", "-x", ",", "-e", "instructions:u,instructions:k", "-p", str(os.getpid())]
+        try:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+        except OSError:
+            self._proc = None
+
+    def stop(self) -> float | None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return None
+        total = 0.0
+        counted = 0
+        for line in err.splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2].startswith("instructions"):
+                try:
+                    total += float(fields[0])
+                except ValueError:  # "<not supported>", "<not counted>"
+                    return None
+                counted += 1
+        return total if counted == 2 else None
+
+
 def cpu_now(who: int = resource.RUSAGE_SELF) -> float:
     """User + system CPU seconds used so far by this process (all threads, no children).
 
@@ -73,11 +122,12 @@ class ClientRun:
     cpu_seconds: float  # CPU time of this (server) process in the measured window
     client_busy: float  # load generator's CPU time / wall time of its whole run (1.0 = one core)
     info: dict[str, Any]
+    instructions: float | None = None  # retired by this process in the measured window, if counted
 
     def measurement(self) -> Measurement:
         if self.ops <= 0:
             raise ClientError(f"no requests completed in the measured window: {self.info}")
-        return Measurement(self.ops, self.seconds, self.cpu_seconds, self.client_busy)
+        return Measurement(self.ops, self.seconds, self.cpu_seconds, self.client_busy, self.instructions)
 
 
 def _pin(cpu: int | None) -> Callable[[], None] | None:
@@ -149,7 +199,8 @@ def _drive_loadgen(argv: list[str]) -> ClientRun:
         raise ClientError(f"{LOADGEN} not built; run bench/setup.sh")
     client_cpu0, t0 = children_cpu_now(), time.perf_counter()
     proc = _popen(argv)
-    cpu_start = cpu_end = None
+    counter = InstructionCounter()
+    cpu_start = cpu_end = instructions = None
     done: dict[str, Any] | None = None
     try:
         assert proc.stdout is not None
@@ -158,18 +209,23 @@ def _drive_loadgen(argv: list[str]) -> ClientRun:
             kind = event.get("event")
             if kind == "measure":
                 cpu_start = cpu_now()
+                counter.start()
             elif kind == "done":
                 cpu_end = cpu_now()
+                instructions = counter.stop()
                 done = event
         proc.wait()
     finally:
+        counter.stop()
         err = _reap(proc)
     if proc.returncode != 0:
         raise ClientError(f"loadgen exit status {proc.returncode}: {_stderr_tail(err)}")
     if done is None or cpu_start is None or cpu_end is None:
         raise ClientError(f"loadgen printed no result: {_stderr_tail(err)}")
     busy = (children_cpu_now() - client_cpu0) / (time.perf_counter() - t0)
-    return ClientRun(int(done["round_trips"]), float(done["seconds"]), cpu_end - cpu_start, busy, done)
+    return ClientRun(
+        int(done["round_trips"]), float(done["seconds"]), cpu_end - cpu_start, busy, done, instructions
+    )
 
 
 async def run_loadgen(port: int, size: int, duration_ms: int, *, tls_ca: Path | None = None) -> ClientRun:
@@ -234,11 +290,18 @@ def _wrk_once(url: str, seconds: int) -> dict[str, Any]:
 def _drive_wrk(url: str, warmup_s: int, duration_s: int) -> ClientRun:
     if warmup_s:
         _wrk_once(url, warmup_s)
-    cpu_start, client_cpu0, t0 = cpu_now(), children_cpu_now(), time.perf_counter()
-    summary = _wrk_once(url, duration_s)
-    cpu_seconds = cpu_now() - cpu_start
+    counter = InstructionCounter()
+    counter.start()
+    try:
+        cpu_start, client_cpu0, t0 = cpu_now(), children_cpu_now(), time.perf_counter()
+        summary = _wrk_once(url, duration_s)
+        cpu_seconds = cpu_now() - cpu_start
+    finally:
+        instructions = counter.stop()
     busy = (children_cpu_now() - client_cpu0) / (time.perf_counter() - t0)
-    return ClientRun(int(summary["requests"]), summary["duration_us"] / 1e6, cpu_seconds, busy, summary)
+    return ClientRun(
+        int(summary["requests"]), summary["duration_us"] / 1e6, cpu_seconds, busy, summary, instructions
+    )
 
 
 async def run_wrk(url: str, duration_ms: int) -> ClientRun:
