@@ -355,6 +355,13 @@ impl IoTable {
         }
     }
 
+    /// Whether `fd`'s reader is a live handle calling `callback`.
+    pub fn reader_calls(&self, py: Python<'_>, fd: RawFd, callback: &Bound<'_, PyAny>) -> bool {
+        self.get(fd)
+            .and_then(|e| e.reader.as_ref())
+            .is_some_and(|h| h.get().calls(py, callback))
+    }
+
     pub fn get(&self, fd: RawFd) -> Option<&Entry> {
         self.fds.get(&fd)
     }

@@ -277,12 +277,12 @@ impl LoopCore {
         Ok(timer)
     }
 
-    pub(crate) fn fd_handle(
+    /// The handle of an fd callback (`method` names the API for debug mode's source traceback).
+    fn new_fd_handle(
         slf: &Bound<'_, Self>,
-        fd: RawFd,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-        write: bool,
+        method: &str,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let core = slf.get();
@@ -293,24 +293,39 @@ impl LoopCore {
             Handle::new(py, callback.unbind(), CallArgs::from_tuple(args), None, false)?,
         )?;
         if core.is_debug() {
-            Self::debug_hook(
-                slf,
-                handle.bind(py).as_any(),
-                if write { "add_writer" } else { "add_reader" },
-            )?;
+            Self::debug_hook(slf, handle.bind(py).as_any(), method)?;
         }
-        let old = {
-            let mut st = core.state(py);
+        Ok(handle)
+    }
+
+    /// Retires the handles an fd registration displaced, or reports why it failed.
+    fn retire_displaced(py: Python<'_>, displaced: std::io::Result<io::Displaced>) -> PyResult<()> {
+        let (old, stale) = displaced.map_err(errors::os_error)?;
+        for handle in old.into_iter().chain(stale) {
+            Handle::retire(handle.bind(py))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fd_handle(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        write: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let method = if write { "add_writer" } else { "add_reader" };
+        let handle = Self::new_fd_handle(slf, callback, args, method)?;
+        let displaced = {
+            let mut st = slf.get().state(py);
             let st = &mut *st;
             let Some(os) = st.os.as_ref() else {
                 return Err(errors::loop_closed());
             };
             st.io.add(&os.registry, fd, handle.clone_ref(py), write)
         };
-        let (old, stale) = old.map_err(errors::os_error)?;
-        for displaced in old.into_iter().chain(stale) {
-            Handle::retire(displaced.bind(py))?;
-        }
+        Self::retire_displaced(py, displaced)?;
         Ok(handle)
     }
 
@@ -324,21 +339,7 @@ impl LoopCore {
     ) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        core.check_closed()?;
-        core.ensure_own_poller(py)?;
-        let handle = Py::new(
-            py,
-            Handle::new(
-                py,
-                callback.unbind(),
-                CallArgs::from_tuple(PyTuple::empty(py)),
-                None,
-                false,
-            )?,
-        )?;
-        if core.is_debug() {
-            Self::debug_hook(slf, handle.bind(py).as_any(), "add_reader")?;
-        }
+        let handle = Self::new_fd_handle(slf, callback, PyTuple::empty(py), "add_reader")?;
         let parked = core.state(py).io.unpark(py, fd, owner);
         let registered = parked.is_some();
         let weak = match parked {
@@ -353,11 +354,7 @@ impl LoopCore {
             };
             st.io.add_sock_reader(&os.registry, fd, handle, weak, registered)
         };
-        let (old, stale) = displaced.map_err(errors::os_error)?;
-        for displaced in old.into_iter().chain(stale) {
-            Handle::retire(displaced.bind(py))?;
-        }
-        Ok(())
+        Self::retire_displaced(py, displaced)
     }
 
     /// A `sock_recv` wait whose reader is `callback` got its data: its reader goes, its
@@ -367,12 +364,7 @@ impl LoopCore {
         let core = slf.get();
         let parked = {
             let mut st = core.state(py);
-            let ours = st
-                .io
-                .get(fd)
-                .and_then(|e| e.reader.as_ref())
-                .is_some_and(|h| h.get().calls(py, callback));
-            if !ours || core.closed.load(Ordering::Relaxed) {
+            if !st.io.reader_calls(py, fd, callback) || core.closed.load(Ordering::Relaxed) {
                 return Ok(());
             }
             st.io.park_sock_reader(fd)
@@ -476,13 +468,7 @@ impl LoopCore {
     /// registration, not one that replaced it).
     pub(crate) fn fd_remove_if(slf: &Bound<'_, Self>, fd: RawFd, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let ours = {
-            let st = slf.get().state(py);
-            st.io
-                .get(fd)
-                .and_then(|e| e.reader.as_ref())
-                .is_some_and(|h| h.get().calls(py, callback))
-        };
+        let ours = slf.get().state(py).io.reader_calls(py, fd, callback);
         if ours {
             Self::fd_remove(slf, fd, false)?;
         }

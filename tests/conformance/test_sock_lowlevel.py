@@ -325,6 +325,14 @@ def _socket_on_fd(fd, sock):
     return new
 
 
+def _two_pairs():
+    """Two connected non-blocking socket pairs: ``a, b, c, d`` (a-b and c-d)."""
+    socks = (*socket.socketpair(), *socket.socketpair())
+    for sock in socks:
+        sock.setblocking(False)
+    return socks
+
+
 async def _recv_after_wait(loop, reader_sock, writer_sock, data):
     """A ``sock_recv`` that has to wait for the loop before ``data`` arrives."""
     pending = asyncio.ensure_future(loop.sock_recv(reader_sock, 100))
@@ -352,10 +360,7 @@ def test_recv_waits_many_times_on_one_socket(loop, pair):
 
 def test_recv_on_a_new_socket_with_a_closed_sockets_fd_number(loop):
     async def main():
-        a, b = socket.socketpair()
-        c, d = socket.socketpair()
-        for s in (a, b, c, d):
-            s.setblocking(False)
+        a, b, c, d = _two_pairs()
         with closing(a, c, d):
             assert await _recv_after_wait(loop, b, a, b"old") == b"old"
             fd = b.fileno()
@@ -372,10 +377,7 @@ def test_fd_number_reused_while_the_old_file_lives_on(loop):
     # The old socket's file stays open through a duplicate; data for it must not reach what
     # the fd number names now: a sock_recv, then a plain reader.
     async def main():
-        a, b = socket.socketpair()
-        c, d = socket.socketpair()
-        for s in (a, b, c, d):
-            s.setblocking(False)
+        a, b, c, d = _two_pairs()
         with closing(a, c, d):
             assert await _recv_after_wait(loop, b, a, b"first") == b"first"
             fd = b.fileno()
