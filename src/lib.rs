@@ -21,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::DatagramCore>()?;
     m.add_class::<transport::ReadPipeCore>()?;
     m.add_class::<transport::WritePipeCore>()?;
+    m.add_class::<transport::TlsCore>()?;
     Ok(())
 }

@@ -22,9 +22,11 @@
 mod addr;
 mod datagram;
 mod pipe;
+mod tls;
 
 pub use datagram::DatagramCore;
 pub use pipe::{ReadPipeCore, WritePipeCore};
+pub use tls::TlsCore;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -451,7 +453,13 @@ impl StreamCore {
             }
         };
         if buffered {
-            Self::read_into_buffer(slf, protocol.bind(py))
+            let protocol = protocol.bind(py);
+            if let Ok(tls) = protocol.cast::<TlsCore>() {
+                if TlsCore::read_from_stream(tls, slf)? {
+                    return Ok(());
+                }
+            }
+            Self::read_into_buffer(slf, protocol)
         } else {
             Self::read_into_protocol(slf, protocol.bind(py))
         }

@@ -924,3 +924,109 @@ def test_app_transport_write_checks_and_writes_after_close(loop, certs, caplog):
     assert message == "data: expecting a bytes-like instance, got str"
     assert data == b"abcd"
     assert "SSL connection is closed" in caplog.text
+
+
+def test_write_after_second_close_fails_as_the_stdlib_does(loop, certs):
+    # A second close() lets the application transport drop its protocol; a write after it
+    # fails with AttributeError on the stdlib's transport.
+    async def main():
+        servers = Collect()
+        server, port = await _tls_server(loop, certs, servers)
+        transport, client = await loop.create_connection(
+            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        transport.write(b"before")
+        server_side = await servers.first()
+        await server_side.wait_for_data(6)
+        transport.close()
+        transport.close()
+        with pytest.raises(AttributeError):
+            transport.write(b"after")
+        await client.lost
+        await _close_server(server)
+        return bytes(server_side.data)
+
+    assert loop.run_until_complete(main()) == b"before"
+
+
+class BufferedPeer(asyncio.BufferedProtocol):
+    def __init__(self, peer, size):
+        self.peer = peer
+        self.buffer = bytearray(size)
+        self.sizes = []
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.sizes.append(nbytes)
+        self.peer.data += self.buffer[:nbytes]
+
+    def eof_received(self):
+        self.peer.eof_received()
+
+    def connection_lost(self, exc):
+        self.peer.connection_lost(exc)
+
+
+def test_set_protocol_switches_between_plain_and_buffered_mid_stream(loop, certs):
+    # Records after each switch reach the protocol set last, in order, through its own
+    # interface; the small buffer makes one record take several buffer_updated calls.
+    async def main():
+        servers = Collect()
+        server, port = await _tls_server(loop, certs, servers)
+        transport, client = await loop.create_connection(
+            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        server_side = await servers.first()
+        server_side.transport.write(b"plain-1;")
+        await client.wait_for_data(8)
+        buffered = BufferedPeer(client, 7)
+        transport.set_protocol(buffered)
+        server_side.transport.write(b"buffered-" * 10)
+        await client.wait_for_data(8 + 90)
+        transport.set_protocol(client)
+        server_side.transport.write(b"plain-2;")
+        await client.wait_for_data(8 + 90 + 8)
+        server_side.transport.close()
+        await asyncio.wait_for(client.lost, 10)
+        await _close_server(server)
+        return bytes(client.data), buffered.sizes, client.events
+
+    data, sizes, events = loop.run_until_complete(main())
+    assert data == b"plain-1;" + b"buffered-" * 10 + b"plain-2;"
+    assert sum(sizes) == 90 and max(sizes) <= 7
+    assert events == ["made", "data", "eof", "lost"]
+
+
+def test_app_transport_write_in_data_received_while_peer_reads_nothing(loop, certs):
+    # An echo whose peer stops reading: the echoed records back up in the socket transport,
+    # the application is paused through the TLS layer, and nothing is lost once reading resumes.
+    chunk = BIG[: 1 << 14]
+
+    async def main():
+        servers = Collect(echo=True)
+        server, port = await _tls_server(loop, certs, servers)
+        transport, client = await loop.create_connection(
+            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        server_side = await servers.first()
+        server_side.transport.set_write_buffer_limits(high=1 << 16)
+        transport.pause_reading()
+        total = 0
+        for _ in range(256):
+            transport.write(chunk)
+            total += len(chunk)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.2)
+        received_while_paused = len(client.data)
+        transport.resume_reading()
+        await client.wait_for_data(total, timeout=20)
+        transport.close()
+        await client.lost
+        await _close_server(server)
+        return received_while_paused, bytes(client.data) == (chunk * 256)
+
+    received_while_paused, intact = loop.run_until_complete(main())
+    assert received_while_paused == 0
+    assert intact

@@ -1,0 +1,548 @@
+//! `TlsCore`: the native base of `ferroloop._tls.SSLProtocol`, the TLS protocol of the
+//! connections ferroloop makes.
+//!
+//! `SSLProtocol` is the stdlib's `asyncio.sslproto.SSLProtocol` (an `ssl.MemoryBIO` state
+//! machine) with this class first among its bases. The state machine stays the stdlib's Python
+//! code; this class only
+//!
+//! - holds the attributes the steady state reads (`_state`, `_sslobj`, the two BIOs, the flow
+//!   control flags and limits, the write backlog) as native fields behind getset descriptors, so
+//!   the stdlib's code reads and writes them as before and the code here reads them without a
+//!   dictionary lookup;
+//! - takes an established connection's reads straight from the socket (`read_from_stream`, called
+//!   by `StreamCore` instead of `get_buffer`/`buffer_updated`): the received bytes go into the
+//!   incoming BIO, every complete record is decrypted and handed to the application protocol's
+//!   `data_received` in one call, and what OpenSSL then has to send is written to the transport;
+//! - encrypts and sends an application write at once when nothing is queued before it
+//!   (`_app_write`, which the application transport uses as its `write`);
+//! - replaces `_process_outgoing` with the same steps, its flow-control call made only when a
+//!   limit is crossed (the call itself decides, as it always does).
+//!
+//! Anything else (a handshake, a shutdown, paused reading, a `BufferedProtocol` application, a
+//! backlog, a limit that is not an `int`) goes to the stdlib's methods, so callbacks, writes and
+//! errors happen in the stdlib's order.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pyo3::exceptions::{PyAttributeError, PyException, PyTypeError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PySlice, PyTuple};
+use pyo3::{ffi as pyffi, intern, PyTraverseError};
+
+use super::{is_bytes_like, StreamCore, MAX_READ, READ_BUF};
+use crate::ffi::GilCell;
+use crate::{errors, sys};
+
+const FATAL: &str = "Fatal error on SSL protocol";
+const BUFFER_UPDATED_FAILED: &str = "Fatal error: protocol.buffer_updated() call failed.";
+
+/// The stdlib objects the fast paths compare with.
+struct Known {
+    wrapped: Py<PyAny>,
+    again: Py<PyAny>,
+    ssl_object: Py<PyAny>,
+    memory_bio: Py<PyAny>,
+}
+
+fn known(py: Python<'_>) -> PyResult<&'static Known> {
+    static KNOWN: PyOnceLock<Known> = PyOnceLock::new();
+    KNOWN.get_or_try_init(py, || {
+        let sslproto = py.import("asyncio.sslproto")?;
+        let ssl = py.import("ssl")?;
+        Ok(Known {
+            wrapped: sslproto.getattr("SSLProtocolState")?.getattr("WRAPPED")?.unbind(),
+            again: sslproto.getattr("SSLAgainErrors")?.unbind(),
+            ssl_object: ssl.getattr("SSLObject")?.unbind(),
+            memory_bio: ssl.getattr("MemoryBIO")?.unbind(),
+        })
+    })
+}
+
+// The native attributes, by index.
+const STATE: usize = 0;
+const APP_PROTOCOL: usize = 1;
+const APP_PROTOCOL_IS_BUFFER: usize = 2;
+const APP_READING_PAUSED: usize = 3;
+const APP_WRITING_PAUSED: usize = 4;
+const SSL_READING_PAUSED: usize = 5;
+const SSL_WRITING_PAUSED: usize = 6;
+const SSLOBJ: usize = 7;
+const INCOMING: usize = 8;
+const OUTGOING: usize = 9;
+const TRANSPORT: usize = 10;
+const WRITE_BACKLOG: usize = 11;
+const WRITE_BUFFER_SIZE: usize = 12;
+const INCOMING_HIGH_WATER: usize = 13;
+const INCOMING_LOW_WATER: usize = 14;
+const OUTGOING_HIGH_WATER: usize = 15;
+const OUTGOING_LOW_WATER: usize = 16;
+const FIELDS: usize = 17;
+
+const NAMES: [&str; FIELDS] = [
+    "_state",
+    "_app_protocol",
+    "_app_protocol_is_buffer",
+    "_app_reading_paused",
+    "_app_writing_paused",
+    "_ssl_reading_paused",
+    "_ssl_writing_paused",
+    "_sslobj",
+    "_incoming",
+    "_outgoing",
+    "_transport",
+    "_write_backlog",
+    "_write_buffer_size",
+    "_incoming_high_water",
+    "_incoming_low_water",
+    "_outgoing_high_water",
+    "_outgoing_low_water",
+];
+
+/// What a field's value says, worked out when it is set.
+#[derive(Clone, Copy, Default)]
+struct Derived {
+    /// The value is true (for the flags).
+    truthy: bool,
+    /// The value as an `int` that fits in 64 bits (for the sizes and limits).
+    int: Option<i64>,
+}
+
+#[derive(Default)]
+struct Fields {
+    slots: [Option<Py<PyAny>>; FIELDS],
+    derived: [Derived; FIELDS],
+    /// `_state` is `SSLProtocolState.WRAPPED`.
+    wrapped: bool,
+    /// What `read`, `write` and `pending` are called on: the `_ssl._SSLSocket` inside an
+    /// `ssl.SSLObject` (whose methods only forward to it), or a subclass's object itself.
+    ssl: Option<Py<PyAny>>,
+    /// `_incoming` is an `ssl.MemoryBIO` (it copies what it is given, so it may be given a view
+    /// of the shared read buffer).
+    incoming_is_bio: bool,
+}
+
+impl Fields {
+    fn get<'py>(&self, py: Python<'py>, i: usize) -> Option<Bound<'py, PyAny>> {
+        self.slots[i].as_ref().map(|v| v.bind(py).clone())
+    }
+
+    fn flag(&self, i: usize) -> bool {
+        self.derived[i].truthy
+    }
+}
+
+#[pyclass(frozen, subclass, module = "ferroloop._core", name = "TlsCore")]
+pub struct TlsCore {
+    fields: GilCell<Fields>,
+    /// The class's `max_size` (the most one read takes), read once; 0 until `_sslobj` is set.
+    max_size: AtomicUsize,
+}
+
+/// The pieces of a read or write, taken out of the fields so no borrow is held across a call.
+struct Steady<'py> {
+    ssl: Bound<'py, PyAny>,
+    incoming: Bound<'py, PyAny>,
+}
+
+impl TlsCore {
+    fn load(slf: &Bound<'_, Self>, i: usize) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        match slf.get().fields.borrow_mut(py).slots[i].as_ref() {
+            Some(v) => Ok(v.clone_ref(py)),
+            None => Err(PyAttributeError::new_err(format!(
+                "'{}' object has no attribute '{}'",
+                slf.get_type().name()?,
+                NAMES[i]
+            ))),
+        }
+    }
+
+    fn store(slf: &Bound<'_, Self>, i: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let core = slf.get();
+        let mut derived = Derived::default();
+        let mut extra_ssl = None;
+        let mut wrapped = false;
+        let mut is_bio = false;
+        match i {
+            STATE => wrapped = value.is(known(py)?.wrapped.bind(py)),
+            APP_PROTOCOL_IS_BUFFER
+            | APP_READING_PAUSED
+            | APP_WRITING_PAUSED
+            | SSL_READING_PAUSED
+            | SSL_WRITING_PAUSED => derived.truthy = value.is_truthy()?,
+            WRITE_BUFFER_SIZE | INCOMING_HIGH_WATER | INCOMING_LOW_WATER | OUTGOING_HIGH_WATER | OUTGOING_LOW_WATER => {
+                derived.int = if value.is_exact_instance_of::<pyo3::types::PyInt>() {
+                    value.extract::<i64>().ok()
+                } else {
+                    None
+                };
+            }
+            SSLOBJ if !value.is_none() => {
+                extra_ssl = Some(if value.get_type().is(known(py)?.ssl_object.bind(py)) {
+                    value.getattr(intern!(py, "_sslobj"))?
+                } else {
+                    value.clone()
+                });
+                if core.max_size.load(Ordering::Relaxed) == 0 {
+                    let max: isize = slf.getattr(intern!(py, "max_size"))?.extract().unwrap_or(0);
+                    let max = usize::try_from(max).unwrap_or(0);
+                    core.max_size.store(max, Ordering::Relaxed);
+                }
+            }
+            INCOMING => is_bio = value.get_type().is(known(py)?.memory_bio.bind(py)),
+            _ => {}
+        }
+        let old = {
+            let mut f = core.fields.borrow_mut(py);
+            f.derived[i] = derived;
+            match i {
+                STATE => f.wrapped = wrapped,
+                INCOMING => f.incoming_is_bio = is_bio,
+                _ => {}
+            }
+            let old_ssl = if i == SSLOBJ {
+                std::mem::replace(&mut f.ssl, extra_ssl.map(Bound::unbind))
+            } else {
+                None
+            };
+            (f.slots[i].replace(value.clone().unbind()), old_ssl)
+        };
+        // Dropped with no borrow held: a finalizer may read these fields.
+        drop(old);
+        Ok(())
+    }
+
+    /// What an established connection needs to read, or None if the stdlib's path must take it.
+    fn steady_read<'py>(&self, py: Python<'py>) -> Option<Steady<'py>> {
+        let f = self.fields.borrow_mut(py);
+        if !f.wrapped || f.flag(APP_READING_PAUSED) || f.flag(APP_PROTOCOL_IS_BUFFER) || !f.incoming_is_bio {
+            return None;
+        }
+        Some(Steady {
+            ssl: f.ssl.as_ref()?.bind(py).clone(),
+            incoming: f.get(py, INCOMING)?,
+        })
+    }
+
+    fn call0(slf: &Bound<'_, Self>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<()> {
+        slf.call_method0(name).map(drop)
+    }
+
+    /// `self._fatal_error(exc, FATAL)` for an `Exception` (the stdlib's `except Exception`);
+    /// anything else goes on up.
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        if !err.is_instance_of::<PyException>(py) {
+            return Err(err);
+        }
+        slf.call_method1(intern!(py, "_fatal_error"), (err.value(py), FATAL))
+            .map(drop)
+    }
+
+    /// Decrypts every complete record in the incoming BIO into one `data_received`, then sends
+    /// what OpenSSL has to send and applies the incoming flow control: the stdlib's `_do_read`
+    /// for an established connection and a plain `Protocol`.
+    fn deliver(slf: &Bound<'_, Self>, st: &Steady<'_>) -> PyResult<()> {
+        let py = slf.py();
+        let again = known(py)?.again.bind(py);
+        let max = slf.get().max_size.load(Ordering::Relaxed);
+        let read = intern!(py, "read");
+        let mut eof = false;
+        let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
+        loop {
+            let chunk = match st.ssl.call_method1(read, (max,)) {
+                Ok(chunk) => chunk,
+                Err(e) if e.is_instance(py, again) => break,
+                Err(e) => return Err(e),
+            };
+            if chunk.len()? == 0 {
+                eof = true;
+                break;
+            }
+            chunks.push(chunk);
+            if pending(&st.incoming)? == 0 && st.ssl.call_method0(intern!(py, "pending"))?.extract::<usize>()? == 0 {
+                break;
+            }
+        }
+        if !chunks.is_empty() {
+            let data = if chunks.len() == 1 {
+                chunks.pop().expect("one chunk")
+            } else {
+                PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,))?
+            };
+            let app = Self::load(slf, APP_PROTOCOL)?;
+            app.bind(py).call_method1(intern!(py, "data_received"), (data,))?;
+        }
+        if eof {
+            // close_notify
+            Self::call0(slf, intern!(py, "_call_eof_received"))?;
+            Self::call0(slf, intern!(py, "_start_shutdown"))?;
+        }
+        let backlog = Self::load(slf, WRITE_BACKLOG)?;
+        if backlog.bind(py).is_truthy()? {
+            Self::call0(slf, intern!(py, "_do_write"))?;
+        } else {
+            Self::process_outgoing(slf)?;
+        }
+        let size = pending(&st.incoming)?;
+        let call = {
+            let f = slf.get().fields.borrow_mut(py);
+            let (high, low) = (f.derived[INCOMING_HIGH_WATER].int, f.derived[INCOMING_LOW_WATER].int);
+            if f.flag(SSL_READING_PAUSED) {
+                low.is_none_or(|low| size <= low)
+            } else {
+                high.is_none_or(|high| size >= high)
+            }
+        };
+        if call {
+            Self::call0(slf, intern!(py, "_control_ssl_reading"))?;
+        }
+        Ok(())
+    }
+
+    fn process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (writing_paused, outgoing) = {
+            let f = slf.get().fields.borrow_mut(py);
+            (f.flag(SSL_WRITING_PAUSED), f.get(py, OUTGOING))
+        };
+        let outgoing = match outgoing {
+            Some(o) => o,
+            None => return Err(Self::load(slf, OUTGOING).expect_err("unset")),
+        };
+        if !writing_paused {
+            let data = outgoing.call_method0(intern!(py, "read"))?;
+            if data.len()? > 0 {
+                let transport = Self::load(slf, TRANSPORT)?;
+                transport.bind(py).call_method1(intern!(py, "write"), (data,))?;
+            }
+        }
+        let pending = pending(&outgoing)?;
+        let call = {
+            let f = slf.get().fields.borrow_mut(py);
+            let size = f.derived[WRITE_BUFFER_SIZE].int.and_then(|n| n.checked_add(pending));
+            let (high, low) = (f.derived[OUTGOING_HIGH_WATER].int, f.derived[OUTGOING_LOW_WATER].int);
+            match (size, f.flag(APP_WRITING_PAUSED)) {
+                (None, _) => true,
+                (Some(size), true) => low.is_none_or(|low| size <= low),
+                (Some(size), false) => high.is_none_or(|high| size >= high),
+            }
+        };
+        if call {
+            Self::call0(slf, intern!(py, "_control_app_writing"))?;
+        }
+        Ok(())
+    }
+
+    /// `self._write_buffer_size += n`, through the attribute (so any `int` works).
+    fn grow_write_buffer(slf: &Bound<'_, Self>, n: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let size = Self::load(slf, WRITE_BUFFER_SIZE)?;
+        let grown = size.bind(py).add(n)?;
+        Self::store(slf, WRITE_BUFFER_SIZE, &grown)
+    }
+
+    /// Reads what the socket has into the incoming BIO and on through the steady state, for
+    /// `StreamCore`. Returns false, having read nothing, when the stdlib's path must take it.
+    pub(super) fn read_from_stream(slf: &Bound<'_, Self>, stream: &Bound<'_, StreamCore>) -> PyResult<bool> {
+        let py = slf.py();
+        let Some(st) = slf.get().steady_read(py) else {
+            return Ok(false);
+        };
+        let max = slf.get().max_size.load(Ordering::Relaxed);
+        if max == 0 || max > MAX_READ {
+            return Ok(false);
+        }
+        let core = stream.get();
+        let write = intern!(py, "write");
+        let got = READ_BUF.with(|cell| {
+            let Ok(mut buf) = cell.try_borrow_mut() else {
+                return Ok(None);
+            };
+            let n = match sys::net::recv(core.fd, &mut buf[..max]) {
+                Ok(n) => n,
+                Err(e) => return Ok(Some(Err(e))),
+            };
+            if n > 0 {
+                // SAFETY: the view covers `n` initialised bytes of the buffer, which stays
+                // borrowed (so unchanged and alive) until the view is released below; an
+                // `ssl.MemoryBIO` (checked exactly) copies what it is given and keeps no reference.
+                let view = unsafe {
+                    Bound::from_owned_ptr_or_err(
+                        py,
+                        pyffi::PyMemoryView_FromMemory(
+                            buf.as_mut_ptr().cast(),
+                            n as pyffi::Py_ssize_t,
+                            pyffi::PyBUF_READ,
+                        ),
+                    )?
+                };
+                let written = st.incoming.call_method1(write, (&view,));
+                drop(view);
+                written?;
+            }
+            Ok::<_, PyErr>(Some(Ok(n)))
+        });
+        let n = match got {
+            Ok(None) => return Ok(false),
+            Ok(Some(Ok(n))) => n,
+            Ok(Some(Err(e))) if sys::net::would_block(&e) => return Ok(true),
+            Ok(Some(Err(e))) => {
+                StreamCore::fatal(stream, errors::os_error(e), "Fatal read error on socket transport")?;
+                return Ok(true);
+            }
+            Err(e) => {
+                StreamCore::fatal(stream, e, BUFFER_UPDATED_FAILED)?;
+                return Ok(true);
+            }
+        };
+        if n == 0 {
+            StreamCore::call_transport(stream, intern!(py, "_read_eof"))?;
+            return Ok(true);
+        }
+        if let Err(e) = Self::deliver(slf, &st).or_else(|e| Self::fatal(slf, e)) {
+            StreamCore::fatal(stream, e, BUFFER_UPDATED_FAILED)?;
+            return Ok(true);
+        }
+        if n == max || core.wants.hangup.load(Ordering::Relaxed) {
+            // There may be more (or an EOF); edge-triggering will not say so again.
+            core.event_loop.get().requeue_reader(py, core.fd);
+        }
+        Ok(true)
+    }
+}
+
+/// A BIO's `pending` (bytes it holds).
+fn pending(bio: &Bound<'_, PyAny>) -> PyResult<i64> {
+    bio.getattr(intern!(bio.py(), "pending"))?.extract()
+}
+
+/// One `#[pymethods]` block (PyO3 allows one per class): a getter and a setter for each native
+/// field, then the methods given in braces.
+macro_rules! native_fields {
+    ($($index:ident: $get:ident, $set:ident, $name:literal;)* { $($rest:tt)* }) => {
+        #[pymethods]
+        impl TlsCore {
+            $($rest)*
+
+            $(
+                #[getter($name)]
+                fn $get(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+                    Self::load(slf, $index)
+                }
+
+                #[setter($name)]
+                fn $set(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+                    Self::store(slf, $index, value)
+                }
+            )*
+        }
+    };
+}
+
+native_fields! {
+    STATE: get_state, set_state, "_state";
+    APP_PROTOCOL: get_app_protocol, set_app_protocol, "_app_protocol";
+    APP_PROTOCOL_IS_BUFFER: get_app_protocol_is_buffer, set_app_protocol_is_buffer, "_app_protocol_is_buffer";
+    APP_READING_PAUSED: get_app_reading_paused, set_app_reading_paused, "_app_reading_paused";
+    APP_WRITING_PAUSED: get_app_writing_paused, set_app_writing_paused, "_app_writing_paused";
+    SSL_READING_PAUSED: get_ssl_reading_paused, set_ssl_reading_paused, "_ssl_reading_paused";
+    SSL_WRITING_PAUSED: get_ssl_writing_paused, set_ssl_writing_paused, "_ssl_writing_paused";
+    SSLOBJ: get_sslobj, set_sslobj, "_sslobj";
+    INCOMING: get_incoming, set_incoming, "_incoming";
+    OUTGOING: get_outgoing, set_outgoing, "_outgoing";
+    TRANSPORT: get_transport, set_transport, "_transport";
+    WRITE_BACKLOG: get_write_backlog, set_write_backlog, "_write_backlog";
+    WRITE_BUFFER_SIZE: get_write_buffer_size, set_write_buffer_size, "_write_buffer_size";
+    INCOMING_HIGH_WATER: get_incoming_high_water, set_incoming_high_water, "_incoming_high_water";
+    INCOMING_LOW_WATER: get_incoming_low_water, set_incoming_low_water, "_incoming_low_water";
+    OUTGOING_HIGH_WATER: get_outgoing_high_water, set_outgoing_high_water, "_outgoing_high_water";
+    OUTGOING_LOW_WATER: get_outgoing_low_water, set_outgoing_low_water, "_outgoing_low_water";
+    {
+        #[new]
+        #[pyo3(signature = (*_args, **_kwargs))]
+        fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> Self {
+            TlsCore {
+                fields: GilCell::new(Fields::default()),
+                max_size: AtomicUsize::new(0),
+            }
+        }
+
+        /// The stdlib's `_process_outgoing`, with its flow-control call made only when a limit is
+        /// crossed.
+        fn _process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
+            Self::process_outgoing(slf)
+        }
+
+        /// The application transport's `write`: the stdlib's `_write_appdata` and `_do_write` for
+        /// one buffer, encrypted and sent at once when the connection is established and nothing is
+        /// queued before it.
+        fn _app_write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+            let py = slf.py();
+            if !is_bytes_like(data) {
+                return Err(PyTypeError::new_err(format!(
+                    "data: expecting a bytes-like instance, got {}",
+                    data.get_type().name()?
+                )));
+            }
+            if !data.is_truthy()? {
+                return Ok(());
+            }
+            let (wrapped, ssl, backlog) = {
+                let f = slf.get().fields.borrow_mut(py);
+                (f.wrapped, f.ssl.as_ref().map(|s| s.bind(py).clone()), f.get(py, WRITE_BACKLOG))
+            };
+            let fast = match (wrapped, &ssl, &backlog) {
+                (true, Some(_), Some(backlog)) => !backlog.is_truthy()?,
+                _ => false,
+            };
+            let (Some(ssl), Some(backlog), true) = (ssl, backlog, fast) else {
+                let items = PyTuple::new(py, [data])?;
+                return slf.call_method1(intern!(py, "_write_appdata"), (items,)).map(drop);
+            };
+            let result = (|| -> PyResult<()> {
+                let again = known(py)?.again.bind(py);
+                let count: usize = match ssl.call_method1(intern!(py, "write"), (data,)) {
+                    Ok(count) => count.extract()?,
+                    Err(e) if e.is_instance(py, again) => 0,
+                    Err(e) => {
+                        // Where the stdlib's write would have left it when the error reached it.
+                        backlog.call_method1(intern!(py, "append"), (data,))?;
+                        Self::grow_write_buffer(slf, &data.len()?.into_pyobject(py)?.into_any())?;
+                        return Err(e);
+                    }
+                };
+                let size = data.len()?;
+                if count < size {
+                    let rest = data.get_item(PySlice::new(py, count as isize, isize::MAX, 1))?;
+                    backlog.call_method1(intern!(py, "append"), (rest,))?;
+                    Self::grow_write_buffer(slf, &(size - count).into_pyobject(py)?.into_any())?;
+                }
+                Self::process_outgoing(slf)
+            })();
+            result.or_else(|e| Self::fatal(slf, e))
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            if let Some(f) = self.fields.try_borrow_in_gc() {
+                for slot in &f.slots {
+                    visit.call(slot)?;
+                }
+                visit.call(&f.ssl)?;
+            }
+            Ok(())
+        }
+
+        fn __clear__(&self) {
+            if let Some(mut f) = self.fields.try_borrow_in_gc() {
+                let taken = std::mem::take(&mut *f);
+                drop(f);
+                // The collector calls this with the GIL held.
+                Python::attach(|_| drop(taken));
+            }
+        }
+    }
+}
