@@ -104,6 +104,18 @@ async def _close_server(server):
     await server.wait_closed()
 
 
+async def _connected(loop, certs, client_factory=Peer, *, echo=False, server_hostname=SERVER_NAME):
+    """A TLS server and one client connected to it: (server, client transport, client protocol,
+    server-side protocol)."""
+    servers = Collect(echo=echo)
+    server, port = await _tls_server(loop, certs, servers)
+    transport, client = await loop.create_connection(
+        client_factory, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=server_hostname
+    )
+    server_side = await servers.first()
+    return server, transport, client, server_side
+
+
 # ---------------------------------------------------------------------------
 # Connection creators with ssl=
 # ---------------------------------------------------------------------------
@@ -556,10 +568,7 @@ def test_close_notify_shutdown(loop, certs, closer):
 
 def test_abort_skips_close_notify(loop, certs):
     async def main():
-        servers = Collect()
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(Peer, "127.0.0.1", port, ssl=certs.client_context())
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs, server_hostname=None)
         transport.write(b"partial")
         await server_side.wait_for_data(7)
         transport.abort()
@@ -578,10 +587,7 @@ def test_abort_skips_close_notify(loop, certs):
 
 def test_close_flushes_pending_writes(loop, certs):
     async def main():
-        servers = Collect()
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(Peer, "127.0.0.1", port, ssl=certs.client_context())
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs, server_hostname=None)
         transport.write(BIG)
         transport.close()
         assert transport.is_closing()
@@ -595,10 +601,7 @@ def test_close_flushes_pending_writes(loop, certs):
 
 def test_pause_and_resume_reading(loop, certs):
     async def main():
-        servers = Collect()
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(Peer, "127.0.0.1", port, ssl=certs.client_context())
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs, server_hostname=None)
         server_side.transport.pause_reading()
         assert not server_side.transport.is_reading()
         transport.write(b"held back")
@@ -707,12 +710,7 @@ def test_flow_control_through_tls(loop, certs):
     chunk = BIG[: 1 << 16]
 
     async def main():
-        servers = Collect()
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(
-            FlowClient, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs, FlowClient)
         server_side.transport.pause_reading()
         transport.set_write_buffer_limits(high=64 * 1024)
         assert transport.get_write_buffer_limits()[1] == 64 * 1024
@@ -800,12 +798,7 @@ def test_many_small_records_arrive_whole_and_in_order(loop, certs):
     pieces = [b"%05d;" % i for i in range(2000)]
 
     async def main():
-        servers = Collect()
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(
-            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs)
         for piece in pieces:
             transport.write(piece)
         await server_side.wait_for_data(sum(map(len, pieces)))
@@ -900,12 +893,7 @@ def test_context_sslobject_class_is_used_for_records(loop, certs):
 
 def test_app_transport_write_checks_and_writes_after_close(loop, certs, caplog):
     async def main():
-        servers = Collect()
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(
-            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs)
         assert isinstance(transport, asyncio.sslproto._SSLProtocolTransport)
         with pytest.raises(TypeError) as err:
             transport.write("text")
@@ -973,12 +961,7 @@ def test_set_protocol_switches_between_plain_and_buffered_mid_stream(loop, certs
     # Records after each switch reach the protocol set last, in order, through its own
     # interface; the small buffer makes one record take several buffer_updated calls.
     async def main():
-        servers = Collect()
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(
-            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs)
         server_side.transport.write(b"plain-1;")
         await client.wait_for_data(8)
         buffered = BufferedPeer(client, 7)
@@ -1005,12 +988,7 @@ def test_app_transport_write_in_data_received_while_peer_reads_nothing(loop, cer
     chunk = BIG[: 1 << 14]
 
     async def main():
-        servers = Collect(echo=True)
-        server, port = await _tls_server(loop, certs, servers)
-        transport, client = await loop.create_connection(
-            Peer, "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
-        server_side = await servers.first()
+        server, transport, client, server_side = await _connected(loop, certs, echo=True)
         server_side.transport.set_write_buffer_limits(high=1 << 16)
         transport.pause_reading()
         total = 0
