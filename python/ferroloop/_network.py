@@ -8,15 +8,18 @@ scheduling methods, ``sock_*`` and ``getaddrinfo``.
 
 Only methods that orchestrate are taken; none of them may reach selector-loop state
 (``_selector``, ``_ready``, ``_scheduled``), and none may use ``super()``, which would refer to
-the stdlib class. ``tests/stdlib`` checks the result against CPython's own test suite.
+the stdlib class. ``start_tls`` is the stdlib's too, run with ``sslproto.SSLProtocol`` naming
+ferroloop's subclass (``_tls.SSLProtocol``). ``tests/stdlib`` checks the result against
+CPython's own test suite.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
+import types
 import weakref
-from asyncio import constants, selector_events, unix_events
+from asyncio import constants, selector_events, sslproto, unix_events
 from asyncio.log import logger
 
 from . import _tls
@@ -48,8 +51,7 @@ _TAKEN = (
     "create_unix_server",
     # UDP
     "create_datagram_endpoint",
-    # TLS
-    "start_tls",
+    # TLS ("start_tls" is taken below, making ferroloop's SSLProtocol)
     # Pipes
     "connect_read_pipe",
     "connect_write_pipe",
@@ -171,6 +173,29 @@ def _take(name):
     raise AttributeError(name)
 
 
+def _rebound(func, **names):
+    """The stdlib function ``func`` run with some of its module's global names resolving to
+    other objects: the same code, arguments, checks and errors."""
+    scope = dict(func.__globals__)
+    scope.update(names)
+    new = types.FunctionType(func.__code__, scope, func.__name__, func.__defaults__, func.__closure__)
+    new.__kwdefaults__ = func.__kwdefaults__
+    new.__qualname__ = func.__qualname__
+    new.__doc__ = func.__doc__
+    return new
+
+
+class _OwnSSLProto:
+    """``asyncio.sslproto`` as ``start_tls`` sees it: ferroloop's ``SSLProtocol`` (with its native
+    steady state), and the module's own names for everything else."""
+
+    SSLProtocol = _tls.SSLProtocol
+
+    def __getattr__(self, name):
+        return getattr(sslproto, name)
+
+
 for _name in _TAKEN:
     setattr(NetworkMixin, _name, _take(_name))
 del _name
+NetworkMixin.start_tls = _rebound(_take("start_tls"), sslproto=_OwnSSLProto())

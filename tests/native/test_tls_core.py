@@ -55,3 +55,38 @@ def test_cycle_through_native_fields_is_collected(loop):
     del proto, app
     gc.collect()
     assert ref() is None
+
+
+def test_start_tls_makes_the_native_protocol(loop):
+    # Connections upgraded with start_tls take the same native path as ssl= connections.
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client_ctx)
+
+    async def main():
+        async def handler(reader, writer):
+            await writer.start_tls(server_ctx)
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await writer.start_tls(client_ctx, server_hostname="localhost")
+        protocol_type = type(writer.transport._ssl_protocol)
+        writer.write(b"upgraded\n")
+        line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return protocol_type, line
+
+    protocol_type, line = loop.run_until_complete(main())
+    assert protocol_type is SSLProtocol
+    assert line == b"UPGRADED\n"
