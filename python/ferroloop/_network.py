@@ -19,7 +19,7 @@ import os
 import selectors
 import types
 import weakref
-from asyncio import constants, selector_events, sslproto, unix_events
+from asyncio import constants, events, selector_events, sslproto, unix_events
 from asyncio.log import logger
 
 from . import _tls
@@ -67,7 +67,6 @@ _TAKEN = (
     "subprocess_exec",
     "subprocess_shell",
     "_log_subprocess",
-    "_make_subprocess_transport",
     "_child_watcher_callback",
 )
 
@@ -129,6 +128,34 @@ class NetworkMixin:
         )
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
+
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        # The stdlib's method, less its child-watcher bookkeeping when the policy's watcher is
+        # the stdlib's pidfd watcher (3.12's default): its context manager and `is_active` do
+        # nothing, and asking the policy for it costs a suppressed DeprecationWarning per child.
+        # Any other watcher goes through the stdlib's method.
+        policy = events.get_event_loop_policy()
+        watcher = getattr(policy, "_watcher", None)
+        if type(watcher) is not _PIDFD_WATCHER or type(policy).get_child_watcher is not _POLICY_GET_WATCHER:
+            return await _stdlib_make_subprocess_transport(
+                self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
+            )
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter=waiter, extra=extra, **kwargs
+        )
+        watcher.add_child_handler(transp.get_pid(), self._child_watcher_callback, transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
 
     def _stop_serving(self, sock):
         """A server stops listening on ``sock``; a Unix socket file it made is removed with it."""
@@ -194,6 +221,12 @@ class _OwnSSLProto:
     def __getattr__(self, name):
         return getattr(sslproto, name)
 
+
+_stdlib_make_subprocess_transport = _take("_make_subprocess_transport")
+# The watcher and policy method the shortcut in `_make_subprocess_transport` stands in for
+# (Pythons that still have child watchers).
+_PIDFD_WATCHER = getattr(unix_events, "PidfdChildWatcher", None)
+_POLICY_GET_WATCHER = getattr(unix_events._UnixDefaultEventLoopPolicy, "get_child_watcher", None)
 
 for _name in _TAKEN:
     setattr(NetworkMixin, _name, _take(_name))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 from _sockutil import open_fds
@@ -634,3 +635,35 @@ def test_not_racing_other_child_waiters(loop):
     threaded, own = loop.run_until_complete(main())
     assert threaded == [[3] * 5, [4] * 5]
     assert own == list(range(10, 30))
+
+
+@pytest.mark.parametrize("kind", ["ThreadedChildWatcher", "PidfdChildWatcher"])
+def test_the_policys_child_watcher_reaps(loop, kind):
+    # The deprecated child-watcher API: a watcher set on the policy is the one told about each
+    # child (the loop's shortcut for the default pidfd watcher must keep that true).
+    seen = []
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+        class Recording(getattr(asyncio, kind)):
+            def add_child_handler(self, pid, callback, *args):
+                seen.append(pid)
+                super().add_child_handler(pid, callback, *args)
+
+        watcher = Recording()
+        watcher.attach_loop(loop)
+        policy.set_child_watcher(watcher)
+    try:
+
+        async def main():
+            proc = await asyncio.create_subprocess_exec("/bin/true")
+            return proc.pid, await proc.wait()
+
+        pid, code = loop.run_until_complete(main())
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            policy.set_child_watcher(None)  # closes it; the default is made again when needed
+    assert code == 0
+    assert seen == [pid]
