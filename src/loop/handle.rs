@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -313,12 +314,30 @@ impl Handle {
         self.field(py, |f| f.context.as_ref())
     }
 
-    /// Runs the callback in its context, as the loop does (errors go to the caller).
-    fn _run(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(p) = self.parts(py) {
-            ffi::run_in_context(py, p.context.bind(py), || p.args.call(py, p.callback.bind(py)))?;
+    /// Runs the callback in its context, as the loop does: an exception goes to the running
+    /// loop's exception handler, as the stdlib's `Handle._run` reports it (a handle does not
+    /// hold its loop; the loop that runs handles is the running one). `SystemExit` and
+    /// `KeyboardInterrupt`, or an exception with no ferroloop running, go to the caller.
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let Some(p) = slf.get().parts(py) else {
+            return Ok(());
+        };
+        let Err(err) = ffi::run_in_context(py, p.context.bind(py), || p.args.call(py, p.callback.bind(py))) else {
+            return Ok(());
+        };
+        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+            return Err(err);
         }
-        Ok(())
+        let running = py
+            .import(intern!(py, "asyncio.events"))?
+            .call_method0(intern!(py, "_get_running_loop"))?;
+        if !running.is_instance_of::<super::LoopCore>() {
+            return Err(err);
+        }
+        running
+            .call_method1(intern!(py, "_handle_callback_error"), (slf, err.value(py)))
+            .map(drop)
     }
 
     #[getter]

@@ -435,3 +435,27 @@ def test_nan_deadline_does_not_break_the_loop(loop):
     run = loop.run_until_complete(asyncio.sleep(0, "alive"))
     assert run == "alive"
     assert 2 in ran
+
+
+def test_handle_run_reports_what_the_callback_raises(loop, handler_calls):
+    # Code that runs a handle itself (handle._run(), as the loop does) gets the loop's reporting:
+    # the exception goes to the exception handler with the handle, not to the caller.
+    def failing(x):
+        raise ZeroDivisionError(x)
+
+    async def main():
+        handle = loop.call_soon(failing, 42)
+        handle._run()
+        handle.cancel()  # the loop itself must not run it as well
+        ran = []
+        timer = loop.call_later(10, ran.append, "timer")
+        timer._run()
+        timer.cancel()
+        return handle, ran
+
+    handle, ran = loop.run_until_complete(main())
+    assert ran == ["timer"]
+    assert len(handler_calls) == 1
+    context = handler_calls[0]
+    assert context["message"].startswith("Exception in callback ")
+    assert isinstance(context["exception"], ZeroDivisionError) and context["handle"] is handle
