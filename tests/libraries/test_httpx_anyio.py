@@ -93,10 +93,10 @@ def test_https_with_verification(run, server_ssl_ctx, client_ssl_ctx):
                     refused = exc
                 else:
                     refused = None
-        # The server's side of the refused handshake ends in a task of the loop's own (on 3.11
-        # about two seconds later, on either loop).
+        # The server's side of the refused handshake ends in the task that accepted it.
         for _ in range(1000):
-            if all(t.done() for t in asyncio.all_tasks() if t is not asyncio.current_task()):
+            accepting = [t for t in asyncio.all_tasks() if "_accept_connection" in t.get_coro().__qualname__]
+            if all(t.done() for t in accepting):
                 break
             await asyncio.sleep(0.01)
         return reply.json(), refused
