@@ -1008,3 +1008,46 @@ def test_app_transport_write_in_data_received_while_peer_reads_nothing(loop, cer
     received_while_paused, intact = loop.run_until_complete(main())
     assert received_while_paused == 0
     assert intact
+
+
+def test_random_writes_and_read_pauses_keep_both_directions_intact(loop, certs):
+    # Both sides write pieces of random sizes (a few bytes to several records) while the
+    # receiving side pauses and resumes reading at random: every byte arrives, in order.
+    import random
+
+    rng = random.Random(1234)
+    up = [os.urandom(rng.choice((1, 7, 100, 1500, 16384, 40000))) for _ in range(300)]
+    down = [os.urandom(rng.choice((3, 500, 17000, 70000))) for _ in range(120)]
+
+    async def main():
+        server, transport, client, server_side = await _connected(loop, certs)
+
+        async def writer(tr, pieces):
+            for piece in pieces:
+                tr.write(piece)
+                if rng.random() < 0.3:
+                    await asyncio.sleep(0)
+
+        async def toggler(tr, done):
+            while not done.is_set():
+                tr.pause_reading()
+                await asyncio.sleep(rng.random() * 0.002)
+                tr.resume_reading()
+                await asyncio.sleep(rng.random() * 0.002)
+
+        done = asyncio.Event()
+        toggles = [
+            asyncio.create_task(toggler(server_side.transport, done)),
+            asyncio.create_task(toggler(transport, done)),
+        ]
+        await asyncio.gather(writer(transport, up), writer(server_side.transport, down))
+        await server_side.wait_for_data(sum(map(len, up)), timeout=30)
+        await client.wait_for_data(sum(map(len, down)), timeout=30)
+        done.set()
+        await asyncio.gather(*toggles)
+        transport.close()
+        await client.lost
+        await _close_server(server)
+        return bytes(server_side.data) == b"".join(up), bytes(client.data) == b"".join(down)
+
+    assert loop.run_until_complete(main()) == (True, True)
