@@ -149,14 +149,17 @@ struct Steady<'py> {
 impl TlsCore {
     fn load(slf: &Bound<'_, Self>, i: usize) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        match slf.get().fields.borrow_mut(py).slots[i].as_ref() {
-            Some(v) => Ok(v.clone_ref(py)),
-            None => Err(PyAttributeError::new_err(format!(
-                "'{}' object has no attribute '{}'",
-                slf.get_type().name()?,
-                NAMES[i]
-            ))),
-        }
+        let value = slf.get().fields.borrow_mut(py).slots[i]
+            .as_ref()
+            .map(|v| v.clone_ref(py));
+        value.ok_or_else(|| Self::unset(slf, i))
+    }
+
+    /// The `AttributeError` for a field that was never set.
+    #[cold]
+    fn unset(slf: &Bound<'_, Self>, i: usize) -> PyErr {
+        let type_name = slf.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        PyAttributeError::new_err(format!("'{type_name}' object has no attribute '{}'", NAMES[i]))
     }
 
     fn store(slf: &Bound<'_, Self>, i: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -267,12 +270,12 @@ impl TlsCore {
                 break;
             }
         }
-        if !chunks.is_empty() {
-            let data = if chunks.len() == 1 {
-                chunks.pop().expect("one chunk")
-            } else {
-                PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,))?
-            };
+        let data = match chunks.len() {
+            0 => None,
+            1 => chunks.pop(),
+            _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,))?),
+        };
+        if let Some(data) = data {
             let app = Self::load(slf, APP_PROTOCOL)?;
             app.bind(py).call_method1(intern!(py, "data_received"), (data,))?;
         }
@@ -309,9 +312,8 @@ impl TlsCore {
             let f = slf.get().fields.borrow_mut(py);
             (f.flag(SSL_WRITING_PAUSED), f.get(py, OUTGOING))
         };
-        let outgoing = match outgoing {
-            Some(o) => o,
-            None => return Err(Self::load(slf, OUTGOING).expect_err("unset")),
+        let Some(outgoing) = outgoing else {
+            return Err(Self::unset(slf, OUTGOING));
         };
         if !writing_paused {
             let data = outgoing.call_method0(intern!(py, "read"))?;
