@@ -16,7 +16,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -326,18 +325,13 @@ impl Handle {
         let Err(err) = ffi::run_in_context(py, p.context.bind(py), || p.args.call(py, p.callback.bind(py))) else {
             return Ok(());
         };
-        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
-            return Err(err);
-        }
         let running = py
             .import(intern!(py, "asyncio.events"))?
             .call_method0(intern!(py, "_get_running_loop"))?;
-        if !running.is_instance_of::<super::LoopCore>() {
-            return Err(err);
+        match running.cast::<super::LoopCore>() {
+            Ok(running) => super::run::callback_failed(running, &slf.clone().unbind(), err),
+            Err(_) => Err(err),
         }
-        running
-            .call_method1(intern!(py, "_handle_callback_error"), (slf, err.value(py)))
-            .map(drop)
     }
 
     #[getter]

@@ -246,7 +246,7 @@ fn run_handle(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>) -> PyResult<()> {
 /// the loop (`SystemExit`, `KeyboardInterrupt`), which propagate out of `run_forever`.
 #[cold]
 #[inline(never)]
-fn callback_failed(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>, err: PyErr) -> PyResult<()> {
+pub(super) fn callback_failed(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>, err: PyErr) -> PyResult<()> {
     let py = slf.py();
     if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
         return Err(err);
