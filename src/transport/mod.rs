@@ -49,6 +49,9 @@ use crate::{errors, sys};
 /// The most one read takes (the stdlib's `max_size`).
 pub(crate) const MAX_READ: usize = 256 * 1024;
 
+/// The message of a fatal error from `recv`.
+const READ_FAILED: &str = "Fatal read error on socket transport";
+
 /// After this many writes to a lost connection, each further one logs a warning (the stdlib's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
 const LOST_WRITES_LOGGED_FROM: u32 = 5;
@@ -260,25 +263,38 @@ impl StreamCore {
         Ok(())
     }
 
+    /// What a `recv` got: `Some(n)` bytes to hand on, or None when there is nothing more to do
+    /// this turn (it would block, or the EOF or error has gone to the transport).
+    fn received(slf: &Bound<'_, Self>, got: std::io::Result<usize>) -> PyResult<Option<usize>> {
+        match got {
+            Ok(0) => Self::call_transport(slf, intern!(slf.py(), "_read_eof")).map(|()| None),
+            Ok(n) => Ok(Some(n)),
+            Err(e) if sys::net::would_block(&e) => Ok(None),
+            Err(e) => Self::fatal(slf, errors::os_error(e), READ_FAILED).map(|()| None),
+        }
+    }
+
+    /// After `n` bytes were read into room for `offered`: a full read may have left more behind,
+    /// and after a hangup an EOF is still to come, which edge-triggering will not report again.
+    fn requeue_if_more(&self, py: Python<'_>, n: usize, offered: usize) {
+        if n == offered || self.wants.hangup.load(Ordering::Relaxed) {
+            self.event_loop.get().requeue_reader(py, self.fd);
+        }
+    }
+
     fn read_into_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let core = slf.get();
-        let read = recv_bytes(py, core.fd, MAX_READ)?;
-        let (n, data) = match read {
-            Ok(got) => got,
-            Err(e) if sys::net::would_block(&e) => return Ok(()),
-            Err(e) => return Self::fatal(slf, errors::os_error(e), "Fatal read error on socket transport"),
+        let (got, data) = match recv_bytes(py, slf.get().fd, MAX_READ)? {
+            Ok((n, data)) => (Ok(n), Some(data)),
+            Err(e) => (Err(e), None),
         };
-        if n == 0 {
-            return Self::call_transport(slf, intern!(py, "_read_eof"));
-        }
+        let (Some(n), Some(data)) = (Self::received(slf, got)?, data) else {
+            return Ok(());
+        };
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
             return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
         }
-        if n == MAX_READ || core.wants.hangup.load(Ordering::Relaxed) {
-            // There may be more (or an EOF); edge-triggering will not say so again.
-            core.event_loop.get().requeue_reader(py, core.fd);
-        }
+        slf.get().requeue_if_more(py, n, MAX_READ);
         Ok(())
     }
 
@@ -299,26 +315,21 @@ impl StreamCore {
             Err(e) => return Self::fatal(slf, e, GET_BUFFER_FAILED),
         }
         let mut offered = 0;
-        let n = match ffi::with_writable(&buf, |ptr, len| {
+        let got = match ffi::with_writable(&buf, |ptr, len| {
             offered = len;
             sys::net::recv_raw(core.fd, ptr, len)
         }) {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) if sys::net::would_block(&e) => return Ok(()),
-            Ok(Err(e)) => return Self::fatal(slf, errors::os_error(e), "Fatal read error on socket transport"),
-            Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
+            Ok(got) => got,
+            Err(e) => return Self::fatal(slf, e, READ_FAILED),
         };
         drop(buf);
-        if n == 0 {
-            return Self::call_transport(slf, intern!(py, "_read_eof"));
-        }
+        let Some(n) = Self::received(slf, got)? else {
+            return Ok(());
+        };
         if let Err(e) = protocol.call_method1(intern!(py, "buffer_updated"), (n,)) {
             return Self::fatal(slf, e, "Fatal error: protocol.buffer_updated() call failed.");
         }
-        if n == offered || core.wants.hangup.load(Ordering::Relaxed) {
-            // The protocol's buffer may have been smaller than what is waiting.
-            core.event_loop.get().requeue_reader(py, core.fd);
-        }
+        core.requeue_if_more(py, n, offered);
         Ok(())
     }
 

@@ -33,7 +33,7 @@ use pyo3::{ffi as pyffi, intern, PyTraverseError};
 
 use super::{is_bytes_like, StreamCore, MAX_READ, READ_BUF};
 use crate::ffi::GilCell;
-use crate::{errors, sys};
+use crate::sys;
 
 const FATAL: &str = "Fatal error on SSL protocol";
 const BUFFER_UPDATED_FAILED: &str = "Fatal error: protocol.buffer_updated() call failed.";
@@ -358,17 +358,13 @@ impl TlsCore {
         if max == 0 || max > MAX_READ {
             return Ok(false);
         }
-        let core = stream.get();
         let write = intern!(py, "write");
         let got = READ_BUF.with(|cell| {
             let Ok(mut buf) = cell.try_borrow_mut() else {
                 return Ok(None);
             };
-            let n = match sys::net::recv(core.fd, &mut buf[..max]) {
-                Ok(n) => n,
-                Err(e) => return Ok(Some(Err(e))),
-            };
-            if n > 0 {
+            let got = sys::net::recv(stream.get().fd, &mut buf[..max]);
+            if let Ok(n @ 1..) = got {
                 // SAFETY: the view covers `n` initialised bytes of the buffer, which stays
                 // borrowed (so unchanged and alive) until the view is released below; an
                 // `ssl.MemoryBIO` (checked exactly) copies what it is given and keeps no reference.
@@ -386,33 +382,24 @@ impl TlsCore {
                 drop(view);
                 written?;
             }
-            Ok::<_, PyErr>(Some(Ok(n)))
+            Ok::<_, PyErr>(Some(got))
         });
-        let n = match got {
+        let got = match got {
+            Ok(Some(got)) => got,
             Ok(None) => return Ok(false),
-            Ok(Some(Ok(n))) => n,
-            Ok(Some(Err(e))) if sys::net::would_block(&e) => return Ok(true),
-            Ok(Some(Err(e))) => {
-                StreamCore::fatal(stream, errors::os_error(e), "Fatal read error on socket transport")?;
-                return Ok(true);
-            }
             Err(e) => {
                 StreamCore::fatal(stream, e, BUFFER_UPDATED_FAILED)?;
                 return Ok(true);
             }
         };
-        if n == 0 {
-            StreamCore::call_transport(stream, intern!(py, "_read_eof"))?;
+        let Some(n) = StreamCore::received(stream, got)? else {
             return Ok(true);
-        }
+        };
         if let Err(e) = Self::deliver(slf, &st).or_else(|e| Self::fatal(slf, e)) {
             StreamCore::fatal(stream, e, BUFFER_UPDATED_FAILED)?;
             return Ok(true);
         }
-        if n == max || core.wants.hangup.load(Ordering::Relaxed) {
-            // There may be more (or an EOF); edge-triggering will not say so again.
-            core.event_loop.get().requeue_reader(py, core.fd);
-        }
+        stream.get().requeue_if_more(py, n, max);
         Ok(true)
     }
 }
