@@ -32,7 +32,7 @@ ensure_venv() {
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -U pip >&2
     "$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest pytest-timeout ruff \
-        aiohttp uvicorn websockets httpx anyio trustme >&2
+        aiohttp uvicorn websockets httpx anyio asyncpg redis trustme >&2
     # Build in place (cargo's target/ is shared across versions, so rebuilds are incremental).
     (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --release -q >&2)
     echo "$venv/bin/python"
