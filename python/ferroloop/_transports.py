@@ -21,7 +21,7 @@ import socket
 import stat
 import sys
 import warnings
-from asyncio import base_events, constants, futures, protocols, transports, trsock
+from asyncio import base_events, constants, futures, protocols, streams, transports, trsock
 from asyncio.log import logger
 
 from ._core import DatagramCore, ReadPipeCore, StreamCore, WritePipeCore
@@ -33,6 +33,29 @@ def _set_nodelay(sock):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+def _is_stdlib(func, qualname):
+    """Whether ``func`` is the function ``asyncio.streams`` defines as ``qualname``."""
+    module = getattr(func, "__module__", None)
+    return module == "asyncio.streams" and getattr(func, "__qualname__", None) == qualname
+
+
+def _feeds_reader(protocol):
+    """Whether the core may do ``protocol.data_received`` itself (``src/transport/reader.rs``):
+    the protocol is exactly the stdlib's ``StreamReaderProtocol``, and neither its
+    ``data_received`` nor the reader's ``feed_data`` and ``_wakeup_waiter`` have been replaced
+    (the core checks per read that the reader is exactly a ``StreamReader``)."""
+    if type(protocol) is not streams.StreamReaderProtocol:
+        return False
+    prop = streams.StreamReaderProtocol.__dict__.get("_stream_reader")
+    return (
+        _is_stdlib(streams.StreamReaderProtocol.data_received, "StreamReaderProtocol.data_received")
+        and isinstance(prop, property)
+        and _is_stdlib(prop.fget, "StreamReaderProtocol._stream_reader")
+        and _is_stdlib(streams.StreamReader.feed_data, "StreamReader.feed_data")
+        and _is_stdlib(streams.StreamReader._wakeup_waiter, "StreamReader._wakeup_waiter")
+    )
 
 
 # 3.13's Server tracks its clients (for close_clients), so it is told which transport comes and goes.
@@ -215,7 +238,8 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
     def set_protocol(self, protocol):
         self._protocol = protocol
         self._protocol_connected = True
-        self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+        buffered = isinstance(protocol, protocols.BufferedProtocol)
+        self._core.set_protocol(protocol, buffered, not buffered and _feeds_reader(protocol))
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@
 mod addr;
 mod datagram;
 mod pipe;
+mod reader;
 mod tls;
 
 pub use datagram::DatagramCore;
@@ -51,6 +52,9 @@ pub(crate) const MAX_READ: usize = 256 * 1024;
 
 /// The message of a fatal error from `recv`.
 const READ_FAILED: &str = "Fatal read error on socket transport";
+
+/// The message of a fatal error from the protocol's `data_received`.
+const DATA_RECEIVED_FAILED: &str = "Fatal error: protocol.data_received() call failed.";
 
 /// After this many writes to a lost connection, each further one logs a warning (the stdlib's
 /// `LOG_THRESHOLD_FOR_CONNLOST_WRITES`).
@@ -112,10 +116,21 @@ pub(crate) fn warn_lost_write(py: Python<'_>, message: &str) -> PyResult<()> {
     Ok(())
 }
 
+/// How reads reach the protocol.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// `data_received(bytes)`.
+    Data,
+    /// A `BufferedProtocol`: into its buffer.
+    Buffered,
+    /// The stdlib's `StreamReaderProtocol`: straight onto its reader (`reader.rs`).
+    FeedsReader,
+}
+
 struct State {
     protocol: Option<Py<PyAny>>,
-    /// The protocol is a `BufferedProtocol`: reads go into its buffer.
-    buffered: bool,
+    /// How reads reach the protocol.
+    reads: Reads,
     /// The Python transport, for the cold paths (errors, EOF, flow control, connection lost).
     transport: Option<Py<PyAny>>,
     /// Data accepted by `write()` and not yet sent; the first chunk is sent up to `sent_front`.
@@ -292,7 +307,45 @@ impl StreamCore {
             return Ok(());
         };
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
-            return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
+            return Self::fatal(slf, e, DATA_RECEIVED_FAILED);
+        }
+        slf.get().requeue_if_more(py, n, MAX_READ);
+        Ok(())
+    }
+
+    /// `read_into_protocol` for the stdlib's `StreamReaderProtocol`, with its `data_received`
+    /// done here (see `reader.rs`).
+    fn read_into_reader(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (reader, buffer) = match reader::plain_reader(protocol) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Self::read_into_protocol(slf, protocol),
+            Err(e) => return Self::fatal(slf, e, DATA_RECEIVED_FAILED),
+        };
+        // Append from the shared read buffer; if that is busy, or the append fails, the
+        // protocol's own `data_received` gets the bytes (and raises what `extend` raised).
+        let read = READ_BUF.with(|cell| {
+            let mut buf = cell.try_borrow_mut().ok()?;
+            Some(match sys::net::recv(slf.get().fd, &mut buf[..MAX_READ]) {
+                Ok(n) if n > 0 => match reader::append(&buffer, &buf[..n]) {
+                    Ok(()) => (Ok(n), None),
+                    Err(_) => (Ok(n), Some(PyBytes::new(py, &buf[..n]))),
+                },
+                got => (got, None),
+            })
+        });
+        let Some((got, unfed)) = read else {
+            return Self::read_into_protocol(slf, protocol);
+        };
+        let Some(n) = Self::received(slf, got)? else {
+            return Ok(());
+        };
+        let fed = match unfed {
+            None => reader::after_append(&reader, &buffer),
+            Some(data) => protocol.call_method1(intern!(py, "data_received"), (data,)).map(drop),
+        };
+        if let Err(e) = fed {
+            return Self::fatal(slf, e, DATA_RECEIVED_FAILED);
         }
         slf.get().requeue_if_more(py, n, MAX_READ);
         Ok(())
@@ -416,7 +469,7 @@ impl StreamCore {
             wants: Arc::new(Wants::default()),
             st: GilCell::new(State {
                 protocol: None,
-                buffered: false,
+                reads: Reads::Data,
                 transport: Some(transport),
                 chunks: VecDeque::new(),
                 sent_front: 0,
@@ -436,10 +489,18 @@ impl StreamCore {
         }
     }
 
-    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool) {
+    /// `feeds_reader`: the protocol is the stdlib's `StreamReaderProtocol`, with the methods the
+    /// stdlib gives it and its reader (checked by the caller; see `reader.rs`).
+    #[pyo3(signature = (protocol, buffered, feeds_reader=false))]
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool, feeds_reader: bool) {
+        let reads = match (buffered, feeds_reader) {
+            (true, _) => Reads::Buffered,
+            (false, true) => Reads::FeedsReader,
+            (false, false) => Reads::Data,
+        };
         let old = {
             let mut st = self.st.borrow_mut(py);
-            st.buffered = buffered;
+            st.reads = reads;
             st.protocol.replace(protocol)
         };
         drop(old);
@@ -453,26 +514,28 @@ impl StreamCore {
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (protocol, buffered) = {
+        let (protocol, reads) = {
             let st = slf.get().st.borrow_mut(py);
             if !st.wants_read() {
                 return Ok(());
             }
             match &st.protocol {
-                Some(p) => (p.clone_ref(py), st.buffered),
+                Some(p) => (p.clone_ref(py), st.reads),
                 None => return Ok(()),
             }
         };
-        if buffered {
-            let protocol = protocol.bind(py);
-            if let Ok(tls) = protocol.cast::<TlsCore>() {
-                if TlsCore::read_from_stream(tls, slf)? {
-                    return Ok(());
+        let protocol = protocol.bind(py);
+        match reads {
+            Reads::Buffered => {
+                if let Ok(tls) = protocol.cast::<TlsCore>() {
+                    if TlsCore::read_from_stream(tls, slf)? {
+                        return Ok(());
+                    }
                 }
+                Self::read_into_buffer(slf, protocol)
             }
-            Self::read_into_buffer(slf, protocol)
-        } else {
-            Self::read_into_protocol(slf, protocol.bind(py))
+            Reads::FeedsReader => Self::read_into_reader(slf, protocol),
+            Reads::Data => Self::read_into_protocol(slf, protocol),
         }
     }
 

@@ -229,3 +229,110 @@ def test_open_connection_with_sock(loop):
             await writer.wait_closed()
 
     loop.run_until_complete(main())
+
+
+async def _accept_one(**start_kwargs):
+    """A server that hands over its first connection's (reader, writer); returns the server, a
+    future of that pair and the client's (reader, writer)."""
+    accepted = asyncio.get_running_loop().create_future()
+
+    async def hold(reader, writer):
+        accepted.set_result((reader, writer))
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, **start_kwargs)
+    client = await wait(asyncio.open_connection(*server.sockets[0].getsockname()))
+    return server, accepted, client
+
+
+async def _until(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def test_reader_over_its_limit_pauses_the_transport(loop):
+    data = payload(256 * 1024)
+
+    async def main():
+        server, accepted, (reader, writer) = await _accept_one(limit=4096)
+        async with _closing(server):
+            server_reader, server_writer = await wait(accepted)
+            writer.write(data)
+            # Nothing reads on the server: once the reader holds more than twice its limit, its
+            # transport stops reading.
+            await _until(lambda: not server_writer.transport.is_reading())
+            await asyncio.sleep(0.05)
+            assert not server_writer.transport.is_reading()
+            received = await wait(server_reader.readexactly(len(data)), timeout=20)
+            assert received == data
+            assert server_writer.transport.is_reading()
+            writer.close()
+            server_writer.close()
+            await writer.wait_closed()
+            await server_writer.wait_closed()
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.allow_exception_handler_calls
+def test_reader_buffer_that_cannot_grow_is_a_fatal_error(loop, handler_calls):
+    async def main():
+        server, accepted, (reader, writer) = await _accept_one()
+        async with _closing(server):
+            server_reader, server_writer = await wait(accepted)
+            # A live export of the reader's buffer: appending to it raises BufferError.
+            view = memoryview(server_reader._buffer)
+            writer.write(b"data")
+            with pytest.raises(BufferError):
+                await wait(server_reader.read(10))
+            view.release()
+            assert server_writer.transport.is_closing()
+            assert await wait(reader.read()) == b""
+            writer.close()
+            await writer.wait_closed()
+
+    loop.run_until_complete(main())
+    assert [(c["message"], type(c["exception"])) for c in handler_calls] == [
+        ("Fatal error: protocol.data_received() call failed.", BufferError)
+    ]
+
+
+def test_reader_subclass_and_patched_feed_data_are_called(loop, monkeypatch):
+    fed = []
+
+    class CountingReader(asyncio.StreamReader):
+        def feed_data(self, data):
+            fed.append(("subclass", bytes(data)))
+            super().feed_data(data)
+
+    async def main():
+        loop_ = asyncio.get_running_loop()
+        server, _ = await _echo_server()
+        async with _closing(server):
+            address = server.sockets[0].getsockname()
+            reader = CountingReader(loop=loop_)
+            transport, _ = await loop_.create_connection(
+                lambda: asyncio.StreamReaderProtocol(reader, loop=loop_), *address
+            )
+            transport.write(b"one")
+            assert await wait(reader.readexactly(3)) == b"one"
+            transport.close()
+
+            original = asyncio.StreamReader.feed_data
+
+            def patched(self, data):
+                fed.append(("patched", bytes(data)))
+                original(self, data)
+
+            monkeypatch.setattr(asyncio.StreamReader, "feed_data", patched)
+            reader, writer = await wait(asyncio.open_connection(*address))
+            writer.write(b"two")
+            assert await wait(reader.readexactly(3)) == b"two"
+            writer.close()
+            await writer.wait_closed()
+
+    loop.run_until_complete(main())
+    assert b"".join(data for kind, data in fed if kind == "subclass") == b"one"
+    # Both ends read through the patched method: the echo server, then the client.
+    assert b"".join(data for kind, data in fed if kind == "patched") == b"twotwo"

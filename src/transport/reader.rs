@@ -1,0 +1,83 @@
+//! Feeding an `asyncio.StreamReader` without its Python methods.
+//!
+//! `asyncio.start_server` and `open_connection` put the stdlib's `StreamReaderProtocol` on a
+//! transport; every read then runs `data_received`, the `_stream_reader` property, `feed_data`
+//! and `_wakeup_waiter`: four Python frames to append bytes to a bytearray and wake a future.
+//! For those exact classes, with those methods as the stdlib defines them (checked by
+//! `ferroloop._transports` when the protocol is set), this does the same steps here, in the same
+//! order, and appends straight from the read buffer (no intermediate bytes object).
+//!
+//! Whatever falls outside the plain state (no reader, a reader of another class, a reader at
+//! EOF, whose `feed_data` asserts, or a buffer that is not a bytearray) goes to the protocol's
+//! own `data_received`, as does a read the shared buffer cannot take.
+
+use pyo3::exceptions::PyNotImplementedError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyInt, PyType};
+
+/// The reader of a `StreamReaderProtocol`, when it is in the state `feed` covers: an exact
+/// `StreamReader`, not at EOF, whose buffer is an exact bytearray. Nothing is changed.
+pub(super) fn plain_reader<'py>(
+    protocol: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyByteArray>)>> {
+    let py = protocol.py();
+    static READER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let reader_type = READER.import(py, "asyncio.streams", "StreamReader")?;
+    // `StreamReaderProtocol._stream_reader`: the weak reference's target, or None.
+    let weak = protocol.getattr(intern!(py, "_stream_reader_wr"))?;
+    if weak.is_none() {
+        return Ok(None);
+    }
+    let reader = weak.call0()?;
+    if !reader.get_type().is(reader_type) || reader.getattr(intern!(py, "_eof"))?.is_truthy()? {
+        return Ok(None);
+    }
+    let Ok(buffer) = reader.getattr(intern!(py, "_buffer"))?.cast_into_exact::<PyByteArray>() else {
+        return Ok(None);
+    };
+    Ok(Some((reader, buffer)))
+}
+
+/// Appends `data` to the reader's buffer (`self._buffer.extend(data)`): a buffer with a live
+/// export cannot grow, and fails with the `BufferError` that `extend` raises.
+pub(super) fn append(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResult<()> {
+    let old = buffer.len();
+    buffer.resize(old + data.len())?;
+    // SAFETY: the GIL is held and no Python code runs between the resize and the copy, so the
+    // bytearray's storage is exactly `old + data.len()` bytes and nothing else can see it.
+    unsafe { buffer.as_bytes_mut()[old..].copy_from_slice(data) };
+    Ok(())
+}
+
+/// The rest of `feed_data` after the append: wake a waiting `read*()` (`_wakeup_waiter`), then
+/// pause the transport once the buffer holds more than twice the reader's limit.
+pub(super) fn after_append(reader: &Bound<'_, PyAny>, buffer: &Bound<'_, PyByteArray>) -> PyResult<()> {
+    let py = reader.py();
+    let waiter = reader.getattr(intern!(py, "_waiter"))?;
+    if !waiter.is_none() {
+        reader.setattr(intern!(py, "_waiter"), py.None())?;
+        if !waiter.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+            waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+    }
+    let transport = reader.getattr(intern!(py, "_transport"))?;
+    if transport.is_none() || reader.getattr(intern!(py, "_paused"))?.is_truthy()? {
+        return Ok(());
+    }
+    let limit = reader.getattr(intern!(py, "_limit"))?;
+    let over = match limit.cast_exact::<PyInt>().ok().and_then(|l| l.extract::<i64>().ok()) {
+        Some(limit) => (buffer.len() as i128) > 2 * limit as i128,
+        None => buffer.len().into_pyobject(py)?.gt(limit.mul(2)?)?,
+    };
+    if !over {
+        return Ok(());
+    }
+    match transport.call_method0(intern!(py, "pause_reading")) {
+        Ok(_) => reader.setattr(intern!(py, "_paused"), true),
+        // The transport can't be paused: forget it, as `feed_data` does.
+        Err(e) if e.is_instance_of::<PyNotImplementedError>(py) => reader.setattr(intern!(py, "_transport"), py.None()),
+        Err(e) => Err(e),
+    }
+}
