@@ -28,6 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
+use super::gate::ReadGate;
 use super::{addr, READ_BUF};
 use crate::ffi::{self, GilCell};
 use crate::r#loop::LoopCore;
@@ -49,8 +50,7 @@ struct State {
     size: usize,
     /// Counts `connection_lost` being scheduled, then sends after it.
     conn_lost: u32,
-    closing: bool,
-    paused: bool,
+    gate: ReadGate,
     /// What the fd is registered for now.
     reading: bool,
     writing: bool,
@@ -58,7 +58,7 @@ struct State {
 
 impl State {
     fn wants_read(&self) -> bool {
-        !self.closing && !self.paused
+        self.gate.is_reading()
     }
 }
 
@@ -245,8 +245,7 @@ impl DatagramCore {
                 buffer: VecDeque::new(),
                 size: 0,
                 conn_lost: 0,
-                closing: false,
-                paused: false,
+                gate: ReadGate::default(),
                 reading: false,
                 writing: false,
             }),
@@ -377,7 +376,7 @@ impl DatagramCore {
         Self::call_transport(slf, intern!(py, "_maybe_resume_protocol"), ())?;
         let (empty, closing) = {
             let st = core.st.borrow_mut(py);
-            (st.buffer.is_empty(), st.closing)
+            (st.buffer.is_empty(), st.gate.closing)
         };
         if empty {
             Self::set_writing(slf, false)?;
@@ -393,7 +392,7 @@ impl DatagramCore {
     }
 
     fn is_closing(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).closing
+        self.st.borrow_mut(py).gate.closing
     }
 
     fn is_reading(&self, py: Python<'_>) -> bool {
@@ -402,28 +401,20 @@ impl DatagramCore {
 
     /// Stops reading; false if it was not reading.
     fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        {
-            let mut st = slf.get().st.borrow_mut(slf.py());
-            if !st.wants_read() {
-                return Ok(false);
-            }
-            st.paused = true;
+        let paused = slf.get().st.borrow_mut(slf.py()).gate.pause();
+        if paused {
+            Self::set_reading(slf, false)?;
         }
-        Self::set_reading(slf, false)?;
-        Ok(true)
+        Ok(paused)
     }
 
     /// Reads again; false if it was not paused (or is closing).
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        {
-            let mut st = slf.get().st.borrow_mut(slf.py());
-            if st.closing || !st.paused {
-                return Ok(false);
-            }
-            st.paused = false;
+        let resumed = slf.get().st.borrow_mut(slf.py()).gate.resume();
+        if resumed {
+            Self::set_reading(slf, true)?;
         }
-        Self::set_reading(slf, true)?;
-        Ok(true)
+        Ok(resumed)
     }
 
     /// `close()`: stops reading; true when `connection_lost` is to be scheduled now (nothing is
@@ -431,10 +422,10 @@ impl DatagramCore {
     fn begin_close(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let empty = {
             let mut st = slf.get().st.borrow_mut(slf.py());
-            if st.closing {
+            if st.gate.closing {
                 return Ok(false);
             }
-            st.closing = true;
+            st.gate.closing = true;
             if st.buffer.is_empty() {
                 st.conn_lost += 1;
             }
@@ -459,7 +450,7 @@ impl DatagramCore {
             st.size = 0;
             let dropped = std::mem::take(&mut st.buffer);
             let had_buffer = !dropped.is_empty();
-            let was_closing = std::mem::replace(&mut st.closing, true);
+            let was_closing = std::mem::replace(&mut st.gate.closing, true);
             (dropped, had_buffer, was_closing)
         };
         drop(dropped);
@@ -479,7 +470,7 @@ impl DatagramCore {
         let (taken, reading, writing) = {
             let mut st = slf.get().st.borrow_mut(py);
             st.conn_lost = st.conn_lost.max(1);
-            st.closing = true;
+            st.gate.closing = true;
             st.size = 0;
             let taken = (
                 st.protocol.take(),

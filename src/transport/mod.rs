@@ -21,6 +21,7 @@
 
 mod addr;
 mod datagram;
+mod gate;
 mod pipe;
 mod reader;
 mod tls;

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
+use super::gate::ReadGate;
 use super::{MAX_READ, READ_BUF};
 use crate::ffi::{self, GilCell};
 use crate::r#loop::LoopCore;
@@ -64,8 +65,7 @@ fn call_transport<'py>(
 struct ReadState {
     protocol: Option<Py<PyAny>>,
     transport: Option<Py<PyAny>>,
-    closing: bool,
-    paused: bool,
+    gate: ReadGate,
     /// The fd is registered for reading.
     polling: bool,
 }
@@ -97,8 +97,7 @@ impl ReadPipeCore {
             st: GilCell::new(ReadState {
                 protocol: Some(protocol),
                 transport: Some(transport),
-                closing: false,
-                paused: false,
+                gate: ReadGate::default(),
                 polling: false,
             }),
         }
@@ -155,40 +154,34 @@ impl ReadPipeCore {
     }
 
     fn is_reading(&self, py: Python<'_>) -> bool {
-        let st = self.st.borrow_mut(py);
-        !st.paused && !st.closing
+        self.st.borrow_mut(py).gate.is_reading()
     }
 
     fn is_closing(&self, py: Python<'_>) -> bool {
-        self.st.borrow_mut(py).closing
+        self.st.borrow_mut(py).gate.closing
     }
 
     /// Stops reading; false if it was not reading.
     fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        if !slf.get().is_reading(slf.py()) {
-            return Ok(false);
+        let paused = slf.get().st.borrow_mut(slf.py()).gate.pause();
+        if paused {
+            Self::poll(slf, false)?;
         }
-        slf.get().st.borrow_mut(slf.py()).paused = true;
-        Self::poll(slf, false)?;
-        Ok(true)
+        Ok(paused)
     }
 
     /// Reads again; false if it was not paused (or is closing).
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        {
-            let mut st = slf.get().st.borrow_mut(slf.py());
-            if st.closing || !st.paused {
-                return Ok(false);
-            }
-            st.paused = false;
+        let resumed = slf.get().st.borrow_mut(slf.py()).gate.resume();
+        if resumed {
+            Self::poll(slf, true)?;
         }
-        Self::poll(slf, true)?;
-        Ok(true)
+        Ok(resumed)
     }
 
     /// Closing (at EOF, on `close()` or a fatal error): stops reading.
     fn stop(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.get().st.borrow_mut(slf.py()).closing = true;
+        slf.get().st.borrow_mut(slf.py()).gate.closing = true;
         Self::poll(slf, false)
     }
 
@@ -196,7 +189,7 @@ impl ReadPipeCore {
     fn detach(slf: &Bound<'_, Self>) -> PyResult<()> {
         let (taken, polling) = {
             let mut st = slf.get().st.borrow_mut(slf.py());
-            st.closing = true;
+            st.gate.closing = true;
             ((st.protocol.take(), st.transport.take()), st.polling)
         };
         drop(taken);

@@ -168,3 +168,21 @@ def payload(size):
         out += struct.pack("!I", i) + block
         i += 1
     return bytes(out[:size])
+
+
+def pause_resume_close_logged(transport, records):
+    """Pauses and resumes ``transport`` twice each, pauses, closes and resumes it, in debug mode;
+    returns what the loop logged about reading (only a change is logged; a closing transport
+    does not resume)."""
+    transport.pause_reading()
+    transport.pause_reading()
+    transport.resume_reading()
+    transport.resume_reading()
+    transport.pause_reading()
+    transport.close()
+    transport.resume_reading()
+    assert not transport.is_reading()
+    return [r.getMessage().split()[-2:] for r in records if r.getMessage().endswith(" reading")]
+
+
+PAUSE_RESUME_CLOSE_LOG = [["pauses", "reading"], ["resumes", "reading"], ["pauses", "reading"]]

@@ -1,10 +1,11 @@
 """connect_read_pipe / connect_write_pipe over os.pipe()."""
 
 import asyncio
+import logging
 import os
 
 import pytest
-from _netutil import Recorder, payload, wait
+from _netutil import PAUSE_RESUME_CLOSE_LOG, Recorder, pause_resume_close_logged, payload, wait
 
 
 @pytest.fixture
@@ -14,6 +15,19 @@ def pipe():
     wfile = open(w, "wb", buffering=0)
     with rfile, wfile:
         yield rfile, wfile
+
+
+def test_read_pipe_pause_and_resume_log_changes_only(loop, pipe, caplog):
+    loop.set_debug(True)
+
+    async def main():
+        transport, proto = await wait(loop.connect_read_pipe(Recorder, pipe[0]))
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            logged = pause_resume_close_logged(transport, caplog.records)
+        await wait(proto.lost)
+        return logged
+
+    assert loop.run_until_complete(main()) == PAUSE_RESUME_CLOSE_LOG
 
 
 def test_read_pipe_data_and_eof(loop, pipe):

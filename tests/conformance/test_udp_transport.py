@@ -3,13 +3,14 @@ send buffer and flow control, closing with datagrams still buffered, and where e
 
 import asyncio
 import errno
+import logging
 import os
 import pathlib
 import socket
 import uuid
 
 import pytest
-from _netutil import DatagramRecorder, wait
+from _netutil import PAUSE_RESUME_CLOSE_LOG, DatagramRecorder, pause_resume_close_logged, wait
 from _sockutil import closing
 
 HAS_IPV6 = socket.has_ipv6
@@ -305,6 +306,21 @@ def test_pause_and_resume_reading(loop):
         await wait(proto.lost)
 
     loop.run_until_complete(main())
+
+
+def test_pause_and_resume_reading_log_changes_only(loop, caplog):
+    loop.set_debug(True)
+
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            logged = pause_resume_close_logged(transport, caplog.records)
+        await wait(proto.lost)
+        return logged
+
+    assert loop.run_until_complete(main()) == PAUSE_RESUME_CLOSE_LOG
 
 
 def test_repr_shows_polling_state(loop):
