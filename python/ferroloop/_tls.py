@@ -4,7 +4,8 @@ The state machine, handshake, shutdown, flow control and every error path are th
 (``asyncio.sslproto.SSLProtocol``). ``_core.TlsCore``, first among the bases, holds the
 attributes the steady state reads as native fields and takes an established connection's
 records through native code: reads come straight from the socket transport into the incoming
-BIO and on to ``data_received``, and an application write with nothing queued before it is
+BIO and on to ``data_received`` (or, for the stdlib's ``StreamReaderProtocol``, straight onto
+its reader's buffer), and an application write with nothing queued before it is
 encrypted and sent at once. Anything else (a handshake, a shutdown, paused reading, a
 ``BufferedProtocol`` application, a backlog) goes to the stdlib's methods, so the observable order
 of callbacks, writes and errors is the stdlib's.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from asyncio import sslproto
 
 from ._core import TlsCore
+from ._transports import _feeds_reader
 
 
 class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
@@ -32,6 +34,11 @@ class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
 
 
 class SSLProtocol(TlsCore, sslproto.SSLProtocol):
+    def _set_app_protocol(self, app_protocol):
+        super()._set_app_protocol(app_protocol)
+        # The stdlib's StreamReaderProtocol is fed without its Python methods (see _transports).
+        self._set_feeds_reader(not self._app_protocol_is_buffer and _feeds_reader(app_protocol))
+
     def _get_app_transport(self):
         if self._app_transport is None:
             if self._app_transport_created:

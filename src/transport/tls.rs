@@ -22,7 +22,7 @@
 //! backlog, a limit that is not an `int`) goes to the stdlib's methods, so callbacks, writes and
 //! errors happen in the stdlib's order.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyAttributeError, PyException, PyTypeError};
 use pyo3::gc::PyVisit;
@@ -31,7 +31,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PySlice, PyTuple};
 use pyo3::{ffi as pyffi, intern, PyTraverseError};
 
-use super::{is_bytes_like, StreamCore, MAX_READ, READ_BUF};
+use super::{is_bytes_like, reader, StreamCore, MAX_READ, READ_BUF};
 use crate::ffi::GilCell;
 use crate::sys;
 
@@ -138,6 +138,9 @@ pub struct TlsCore {
     fields: GilCell<Fields>,
     /// The class's `max_size` (the most one read takes), read once; 0 until `_sslobj` is set.
     max_size: AtomicUsize,
+    /// The application protocol is the stdlib's `StreamReaderProtocol`, which `deliver` may feed
+    /// without its Python methods (see `reader.rs`); set with the application protocol.
+    feeds_reader: AtomicBool,
 }
 
 /// The pieces of a read or write, taken out of the fields so no borrow is held across a call.
@@ -277,7 +280,10 @@ impl TlsCore {
         };
         if let Some(data) = data {
             let app = Self::load(slf, APP_PROTOCOL)?;
-            app.bind(py).call_method1(intern!(py, "data_received"), (data,))?;
+            let app = app.bind(py);
+            if !(slf.get().feeds_reader.load(Ordering::Relaxed) && Self::feed_reader(app, &data)?) {
+                app.call_method1(intern!(py, "data_received"), (data,))?;
+            }
         }
         if eof {
             // close_notify
@@ -304,6 +310,20 @@ impl TlsCore {
             Self::call0(slf, intern!(py, "_control_ssl_reading"))?;
         }
         Ok(())
+    }
+
+    /// `data_received` of the stdlib's `StreamReaderProtocol`, done here when its reader is in
+    /// the plain state (see `reader.rs`); false, having done nothing, when it is not or the
+    /// buffer cannot grow (the caller then calls `data_received`, which raises what `extend` did).
+    fn feed_reader(app: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let (Ok(bytes), Some((reader, buffer))) = (data.cast::<PyBytes>(), reader::plain_reader(app)?) else {
+            return Ok(false);
+        };
+        if reader::append(&buffer, bytes.as_bytes()).is_err() {
+            return Ok(false);
+        }
+        reader::after_append(&reader, &buffer)?;
+        Ok(true)
     }
 
     fn process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -457,7 +477,14 @@ native_fields! {
             TlsCore {
                 fields: GilCell::new(Fields::default()),
                 max_size: AtomicUsize::new(0),
+                feeds_reader: AtomicBool::new(false),
             }
+        }
+
+        /// Whether the application protocol is one `deliver` may feed (decided by the caller with
+        /// the stdlib transport's own check; see `reader.rs`).
+        fn _set_feeds_reader(&self, feeds: bool) {
+            self.feeds_reader.store(feeds, Ordering::Relaxed);
         }
 
         /// The stdlib's `_process_outgoing`, with its flow-control call made only when a limit is

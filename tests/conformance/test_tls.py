@@ -9,6 +9,7 @@ import ssl
 import time
 
 import pytest
+from _netutil import wait
 from _sockutil import closing, listener
 from _tlsutil import SERVER_NAME, make_certs
 
@@ -1051,3 +1052,69 @@ def test_random_writes_and_read_pauses_keep_both_directions_intact(loop, certs):
         return bytes(server_side.data) == b"".join(up), bytes(client.data) == b"".join(down)
 
     assert loop.run_until_complete(main()) == (True, True)
+
+
+def test_stream_reader_over_its_limit_pauses_tls_reading(loop, certs):
+    data = bytes(range(256)) * 1024
+
+    async def main():
+        accepted = loop.create_future()
+
+        async def hold(reader, writer):
+            accepted.set_result((reader, writer))
+
+        server = await asyncio.start_server(hold, "127.0.0.1", 0, limit=4096, ssl=certs.server_context())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        server_reader, server_writer = await wait(accepted)
+        writer.write(data)
+        # Nothing reads on the server: past twice the reader's limit, the TLS transport pauses.
+        for _ in range(1000):
+            if not server_writer.transport.is_reading():
+                break
+            await asyncio.sleep(0.005)
+        paused = not server_writer.transport.is_reading()
+        received = await wait(server_reader.readexactly(len(data)), timeout=20)
+        resumed = server_writer.transport.is_reading()
+        for w in (writer, server_writer):
+            w.close()
+        await wait(writer.wait_closed())
+        await _close_server(server)
+        return paused, received == data, resumed
+
+    assert loop.run_until_complete(main()) == (True, True, True)
+
+
+def test_patched_stream_reader_feed_data_is_called_over_tls(loop, certs, monkeypatch):
+    fed = []
+    original = asyncio.StreamReader.feed_data
+
+    def patched(self, data):
+        fed.append(bytes(data))
+        original(self, data)
+
+    monkeypatch.setattr(asyncio.StreamReader, "feed_data", patched)
+
+    async def handler(reader, writer):
+        writer.write(await reader.readexactly(4))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=certs.server_context())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        writer.write(b"ping")
+        echoed = await wait(reader.read())
+        writer.close()
+        await writer.wait_closed()
+        await _close_server(server)
+        return echoed
+
+    assert loop.run_until_complete(main()) == b"ping"
+    # Both ends read through the patched method: the server, then the client.
+    assert b"".join(fed) == b"pingping"
