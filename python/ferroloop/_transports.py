@@ -41,13 +41,10 @@ def _is_stdlib(func, qualname):
     return module == "asyncio.streams" and getattr(func, "__qualname__", None) == qualname
 
 
-def _feeds_reader(protocol):
-    """Whether the core may do ``protocol.data_received`` itself (``src/transport/reader.rs``):
-    the protocol is exactly the stdlib's ``StreamReaderProtocol``, and neither its
-    ``data_received`` nor the reader's ``feed_data`` and ``_wakeup_waiter`` have been replaced
-    (the core checks per read that the reader is exactly a ``StreamReader``)."""
-    if type(protocol) is not streams.StreamReaderProtocol:
-        return False
+def _stdlib_stream_methods():
+    """Whether ``StreamReaderProtocol.data_received`` and ``_stream_reader`` and
+    ``StreamReader.feed_data`` and ``_wakeup_waiter`` are the stdlib's own; the core asks again
+    whenever either class changes (``src/transport/reader.rs``)."""
     prop = streams.StreamReaderProtocol.__dict__.get("_stream_reader")
     return (
         _is_stdlib(streams.StreamReaderProtocol.data_received, "StreamReaderProtocol.data_received")
@@ -56,6 +53,12 @@ def _feeds_reader(protocol):
         and _is_stdlib(streams.StreamReader.feed_data, "StreamReader.feed_data")
         and _is_stdlib(streams.StreamReader._wakeup_waiter, "StreamReader._wakeup_waiter")
     )
+
+
+def _feeds_reader(protocol):
+    """Whether the core may feed ``protocol``'s reader itself: the protocol is exactly the
+    stdlib's ``StreamReaderProtocol`` (the core checks its methods and the reader per read)."""
+    return type(protocol) is streams.StreamReaderProtocol
 
 
 # 3.13's Server tracks its clients (for close_clients), so it is told which transport comes and goes.

@@ -490,8 +490,8 @@ impl StreamCore {
         }
     }
 
-    /// `feeds_reader`: the protocol is the stdlib's `StreamReaderProtocol`, with the methods the
-    /// stdlib gives it and its reader (checked by the caller; see `reader.rs`).
+    /// `feeds_reader`: the protocol is exactly the stdlib's `StreamReaderProtocol` (its methods
+    /// and reader are checked per read; see `reader.rs`).
     #[pyo3(signature = (protocol, buffered, feeds_reader=false))]
     fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool, feeds_reader: bool) {
         let reads = match (buffered, feeds_reader) {

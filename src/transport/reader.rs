@@ -3,13 +3,15 @@
 //! `asyncio.start_server` and `open_connection` put the stdlib's `StreamReaderProtocol` on a
 //! transport; every read then runs `data_received`, the `_stream_reader` property, `feed_data`
 //! and `_wakeup_waiter`: four Python frames to append bytes to a bytearray and wake a future.
-//! For those exact classes, with those methods as the stdlib defines them (checked by
-//! `ferroloop._transports` when the protocol is set), this does the same steps here, in the same
-//! order, and appends straight from the read buffer (no intermediate bytes object).
+//! When the protocol is exactly that class (checked when it is set) and those methods are the
+//! stdlib's (`stdlib_classes`), this does the same steps here, in the same order, and appends
+//! straight from the read buffer (no intermediate bytes object).
 //!
 //! Whatever falls outside the plain state (no reader, a reader of another class, a reader at
 //! EOF, whose `feed_data` asserts, or a buffer that is not a bytearray) goes to the protocol's
 //! own `data_received`, as does a read the shared buffer cannot take.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::exceptions::PyNotImplementedError;
 use pyo3::intern;
@@ -17,14 +19,76 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyInt, PyType};
 
-/// The reader of a `StreamReaderProtocol`, when it is in the state `feed` covers: an exact
-/// `StreamReader`, not at EOF, whose buffer is an exact bytearray. Nothing is changed.
+struct Classes {
+    reader: Py<PyType>,
+    protocol: Py<PyType>,
+    /// `ferroloop._transports._stdlib_stream_methods`: whether the methods are the stdlib's.
+    check: Py<PyAny>,
+}
+
+fn classes(py: Python<'_>) -> PyResult<&Classes> {
+    static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
+    CLASSES.get_or_try_init(py, || {
+        let streams = py.import("asyncio.streams")?;
+        Ok(Classes {
+            reader: streams.getattr("StreamReader")?.cast_into::<PyType>()?.unbind(),
+            protocol: streams.getattr("StreamReaderProtocol")?.cast_into::<PyType>()?.unbind(),
+            check: py
+                .import("ferroloop._transports")?
+                .getattr("_stdlib_stream_methods")?
+                .unbind(),
+        })
+    })
+}
+
+/// The version tags of both classes, which CPython changes whenever a class or one of its bases
+/// is modified (and never gives out twice); 0 when either has none.
+fn version_tags(py: Python<'_>, c: &Classes) -> u64 {
+    // SAFETY: reading a field of a live type object with the GIL held.
+    let (reader, protocol) = unsafe {
+        (
+            (*c.reader.bind(py).as_type_ptr()).tp_version_tag,
+            (*c.protocol.bind(py).as_type_ptr()).tp_version_tag,
+        )
+    };
+    if reader == 0 || protocol == 0 {
+        0
+    } else {
+        (u64::from(reader) << 32) | u64::from(protocol)
+    }
+}
+
+/// The last verdict of `_stdlib_stream_methods`, and the classes' version tags it was made for.
+static CHECKED_TAGS: AtomicU64 = AtomicU64::new(0);
+static CHECKED_STDLIB: AtomicBool = AtomicBool::new(false);
+
+/// Whether `StreamReaderProtocol.data_received` and `_stream_reader` and `StreamReader.feed_data`
+/// and `_wakeup_waiter` are the stdlib's own. Asked again only after either class (or a base)
+/// changed, so replacing one of them at any time, even mid-connection, is honoured.
+pub(super) fn stdlib_classes(py: Python<'_>) -> PyResult<bool> {
+    let c = classes(py)?;
+    let tags = version_tags(py, c);
+    if tags != 0 && tags == CHECKED_TAGS.load(Ordering::Relaxed) {
+        return Ok(CHECKED_STDLIB.load(Ordering::Relaxed));
+    }
+    let stdlib = c.check.bind(py).call0()?.is_truthy()?;
+    // The check's own lookups give the classes their tags if they had none.
+    CHECKED_TAGS.store(version_tags(py, c), Ordering::Relaxed);
+    CHECKED_STDLIB.store(stdlib, Ordering::Relaxed);
+    Ok(stdlib)
+}
+
+/// The reader of a `StreamReaderProtocol`, when it is in the state this module covers: an exact
+/// `StreamReader`, not at EOF, whose buffer is an exact bytearray, with the stdlib's methods on
+/// both classes. Nothing is changed.
 pub(super) fn plain_reader<'py>(
     protocol: &Bound<'py, PyAny>,
 ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyByteArray>)>> {
     let py = protocol.py();
-    static READER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    let reader_type = READER.import(py, "asyncio.streams", "StreamReader")?;
+    if !stdlib_classes(py)? {
+        return Ok(None);
+    }
+    let reader_type = classes(py)?.reader.bind(py);
     // `StreamReaderProtocol._stream_reader`: the weak reference's target, or None.
     let weak = protocol.getattr(intern!(py, "_stream_reader_wr"))?;
     if weak.is_none() {

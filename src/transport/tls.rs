@@ -481,8 +481,8 @@ native_fields! {
             }
         }
 
-        /// Whether the application protocol is one `deliver` may feed (decided by the caller with
-        /// the stdlib transport's own check; see `reader.rs`).
+        /// Whether the application protocol is exactly the stdlib's `StreamReaderProtocol`, which
+        /// `deliver` may feed (see `reader.rs`).
         fn _set_feeds_reader(&self, feeds: bool) {
             self.feeds_reader.store(feeds, Ordering::Relaxed);
         }

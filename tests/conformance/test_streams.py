@@ -325,8 +325,10 @@ def test_reader_subclass_and_patched_feed_data_are_called(loop, monkeypatch):
                 fed.append(("patched", bytes(data)))
                 original(self, data)
 
-            monkeypatch.setattr(asyncio.StreamReader, "feed_data", patched)
             reader, writer = await wait(asyncio.open_connection(*address))
+            await wait(writer.drain())
+            # Replaced while the connection is open: the next reads go through it.
+            monkeypatch.setattr(asyncio.StreamReader, "feed_data", patched)
             writer.write(b"two")
             assert await wait(reader.readexactly(3)) == b"two"
             writer.close()

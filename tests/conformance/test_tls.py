@@ -1095,8 +1095,6 @@ def test_patched_stream_reader_feed_data_is_called_over_tls(loop, certs, monkeyp
         fed.append(bytes(data))
         original(self, data)
 
-    monkeypatch.setattr(asyncio.StreamReader, "feed_data", patched)
-
     async def handler(reader, writer):
         writer.write(await reader.readexactly(4))
         await writer.drain()
@@ -1108,6 +1106,8 @@ def test_patched_stream_reader_feed_data_is_called_over_tls(loop, certs, monkeyp
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
         )
+        # Replaced once both ends are connected: the next reads go through it.
+        monkeypatch.setattr(asyncio.StreamReader, "feed_data", patched)
         writer.write(b"ping")
         echoed = await wait(reader.read())
         writer.close()
