@@ -105,6 +105,17 @@ async def _close_server(server):
     await server.wait_closed()
 
 
+async def _tls_streams(certs, handler, **server_kwargs):
+    """A streams server over TLS running ``handler``, and a client connected to it with
+    verification: (server, client reader, client writer)."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=certs.server_context(), **server_kwargs)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
+    )
+    return server, reader, writer
+
+
 async def _connected(loop, certs, client_factory=Peer, *, echo=False, server_hostname=SERVER_NAME):
     """A TLS server and one client connected to it: (server, client transport, client protocol,
     server-side protocol)."""
@@ -745,11 +756,7 @@ def test_large_payload_echo_streams(loop, certs):
         writer.close()
 
     async def main():
-        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=certs.server_context())
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
+        server, reader, writer = await _tls_streams(certs, handler)
         writer.write(b"%d\n" % len(BIG))
         writer.write(BIG)
         await writer.drain()
@@ -774,11 +781,7 @@ def test_streams_over_tls(loop, certs):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=certs.server_context())
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
+        server, reader, writer = await _tls_streams(certs, handler)
         writer.write(b"hello\n")
         lines = [await reader.readline(), await reader.readline(), await reader.read()]
         writer.close()
@@ -1063,11 +1066,7 @@ def test_stream_reader_over_its_limit_pauses_tls_reading(loop, certs):
         async def hold(reader, writer):
             accepted.set_result((reader, writer))
 
-        server = await asyncio.start_server(hold, "127.0.0.1", 0, limit=4096, ssl=certs.server_context())
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
+        server, reader, writer = await _tls_streams(certs, hold, limit=4096)
         server_reader, server_writer = await wait(accepted)
         writer.write(data)
         # Nothing reads on the server: past twice the reader's limit, the TLS transport pauses.
@@ -1101,11 +1100,7 @@ def test_patched_stream_reader_feed_data_is_called_over_tls(loop, certs, monkeyp
         writer.close()
 
     async def main():
-        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=certs.server_context())
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
+        server, reader, writer = await _tls_streams(certs, handler)
         # Replaced once both ends are connected: the next reads go through it.
         monkeypatch.setattr(asyncio.StreamReader, "feed_data", patched)
         writer.write(b"ping")
