@@ -72,10 +72,14 @@ class PgCluster:
         bindir = _bindir()
         if bindir is None:
             raise LookupError("PostgreSQL's initdb, pg_ctl and postgres were not found")
-        self._dir = tempfile.mkdtemp(prefix="ferroloop-pg-")
         owner = None
         if os.geteuid() == 0:
-            owner = pwd.getpwnam("postgres")
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                raise LookupError("running as root, with no postgres account to run PostgreSQL as") from None
+        self._dir = tempfile.mkdtemp(prefix="ferroloop-pg-")
+        if owner is not None:
             self._run_as = {"user": owner.pw_uid, "group": owner.pw_gid}
             os.chown(self._dir, owner.pw_uid, owner.pw_gid)
         data = os.path.join(self._dir, "data")
