@@ -16,7 +16,6 @@ from __future__ import annotations
 from asyncio import sslproto
 
 from ._core import TlsCore
-from ._transports import _feeds_reader
 
 
 class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
@@ -34,11 +33,6 @@ class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
 
 
 class SSLProtocol(TlsCore, sslproto.SSLProtocol):
-    def _set_app_protocol(self, app_protocol):
-        super()._set_app_protocol(app_protocol)
-        # The stdlib's StreamReaderProtocol is fed without its Python methods (see _transports).
-        self._set_feeds_reader(not self._app_protocol_is_buffer and _feeds_reader(app_protocol))
-
     def _get_app_transport(self):
         if self._app_transport is None:
             if self._app_transport_created:

@@ -55,12 +55,6 @@ def _stdlib_stream_methods():
     )
 
 
-def _feeds_reader(protocol):
-    """Whether the core may feed ``protocol``'s reader itself: the protocol is exactly the
-    stdlib's ``StreamReaderProtocol`` (the core checks its methods and the reader per read)."""
-    return type(protocol) is streams.StreamReaderProtocol
-
-
 # 3.13's Server tracks its clients (for close_clients), so it is told which transport comes and goes.
 if len(inspect.signature(base_events.Server._attach).parameters) > 1:
 
@@ -241,8 +235,7 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
     def set_protocol(self, protocol):
         self._protocol = protocol
         self._protocol_connected = True
-        buffered = isinstance(protocol, protocols.BufferedProtocol)
-        self._core.set_protocol(protocol, buffered, not buffered and _feeds_reader(protocol))
+        self._core.set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
 
     # -- reading ----------------------------------------------------------------------------
 

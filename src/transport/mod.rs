@@ -490,14 +490,15 @@ impl StreamCore {
         }
     }
 
-    /// `feeds_reader`: the protocol is exactly the stdlib's `StreamReaderProtocol` (its methods
-    /// and reader are checked per read; see `reader.rs`).
-    #[pyo3(signature = (protocol, buffered, feeds_reader=false))]
-    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool, feeds_reader: bool) {
-        let reads = match (buffered, feeds_reader) {
-            (true, _) => Reads::Buffered,
-            (false, true) => Reads::FeedsReader,
-            (false, false) => Reads::Data,
+    /// `buffered`: the protocol is a `BufferedProtocol`. The stdlib's `StreamReaderProtocol` is
+    /// fed without its Python methods (see `reader.rs`).
+    fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool) -> PyResult<()> {
+        let reads = if buffered {
+            Reads::Buffered
+        } else if reader::is_stream_protocol(protocol.bind(py))? {
+            Reads::FeedsReader
+        } else {
+            Reads::Data
         };
         let old = {
             let mut st = self.st.borrow_mut(py);
@@ -505,6 +506,7 @@ impl StreamCore {
             st.protocol.replace(protocol)
         };
         drop(old);
+        Ok(())
     }
 
     /// Starts polling (after `connection_made`, as the stdlib does).

@@ -3,7 +3,7 @@
 //! `asyncio.start_server` and `open_connection` put the stdlib's `StreamReaderProtocol` on a
 //! transport; every read then runs `data_received`, the `_stream_reader` property, `feed_data`
 //! and `_wakeup_waiter`: four Python frames to append bytes to a bytearray and wake a future.
-//! When the protocol is exactly that class (checked when it is set) and those methods are the
+//! When the protocol is exactly that class (`is_stream_protocol`) and those methods are the
 //! stdlib's (`stdlib_classes`), this does the same steps here, in the same order, and appends
 //! straight from the read buffer (no intermediate bytes object).
 //!
@@ -62,11 +62,17 @@ fn version_tags(py: Python<'_>, c: &Classes) -> u64 {
 static CHECKED_TAGS: AtomicU64 = AtomicU64::new(0);
 static CHECKED_STDLIB: AtomicBool = AtomicBool::new(false);
 
+/// Whether `protocol` is exactly the stdlib's `StreamReaderProtocol`.
+pub(super) fn is_stream_protocol(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(protocol
+        .get_type()
+        .is(classes(protocol.py())?.protocol.bind(protocol.py())))
+}
+
 /// Whether `StreamReaderProtocol.data_received` and `_stream_reader` and `StreamReader.feed_data`
 /// and `_wakeup_waiter` are the stdlib's own. Asked again only after either class (or a base)
 /// changed, so replacing one of them at any time, even mid-connection, is honoured.
-pub(super) fn stdlib_classes(py: Python<'_>) -> PyResult<bool> {
-    let c = classes(py)?;
+fn stdlib_classes(py: Python<'_>, c: &Classes) -> PyResult<bool> {
     let tags = version_tags(py, c);
     if tags != 0 && tags == CHECKED_TAGS.load(Ordering::Relaxed) {
         return Ok(CHECKED_STDLIB.load(Ordering::Relaxed));
@@ -78,17 +84,18 @@ pub(super) fn stdlib_classes(py: Python<'_>) -> PyResult<bool> {
     Ok(stdlib)
 }
 
-/// The reader of a `StreamReaderProtocol`, when it is in the state this module covers: an exact
-/// `StreamReader`, not at EOF, whose buffer is an exact bytearray, with the stdlib's methods on
-/// both classes. Nothing is changed.
+/// The reader of a protocol that `is_stream_protocol`, when it is in the state this module
+/// covers: an exact `StreamReader`, not at EOF, whose buffer is an exact bytearray, with the
+/// stdlib's methods on both classes. Nothing is changed.
 pub(super) fn plain_reader<'py>(
     protocol: &Bound<'py, PyAny>,
 ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyByteArray>)>> {
     let py = protocol.py();
-    if !stdlib_classes(py)? {
+    let c = classes(py)?;
+    if !stdlib_classes(py, c)? {
         return Ok(None);
     }
-    let reader_type = classes(py)?.reader.bind(py);
+    let reader_type = c.reader.bind(py);
     // `StreamReaderProtocol._stream_reader`: the weak reference's target, or None.
     let weak = protocol.getattr(intern!(py, "_stream_reader_wr"))?;
     if weak.is_none() {

@@ -22,7 +22,7 @@
 //! backlog, a limit that is not an `int`) goes to the stdlib's methods, so callbacks, writes and
 //! errors happen in the stdlib's order.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyAttributeError, PyException, PyTypeError};
 use pyo3::gc::PyVisit;
@@ -138,9 +138,6 @@ pub struct TlsCore {
     fields: GilCell<Fields>,
     /// The class's `max_size` (the most one read takes), read once; 0 until `_sslobj` is set.
     max_size: AtomicUsize,
-    /// The application protocol is the stdlib's `StreamReaderProtocol`, which `deliver` may feed
-    /// without its Python methods (see `reader.rs`); set with the application protocol.
-    feeds_reader: AtomicBool,
 }
 
 /// The pieces of a read or write, taken out of the fields so no borrow is held across a call.
@@ -281,7 +278,7 @@ impl TlsCore {
         if let Some(data) = data {
             let app = Self::load(slf, APP_PROTOCOL)?;
             let app = app.bind(py);
-            if !(slf.get().feeds_reader.load(Ordering::Relaxed) && Self::feed_reader(app, &data)?) {
+            if !Self::feed_reader(app, &data)? {
                 app.call_method1(intern!(py, "data_received"), (data,))?;
             }
         }
@@ -312,10 +309,14 @@ impl TlsCore {
         Ok(())
     }
 
-    /// `data_received` of the stdlib's `StreamReaderProtocol`, done here when its reader is in
-    /// the plain state (see `reader.rs`); false, having done nothing, when it is not or the
-    /// buffer cannot grow (the caller then calls `data_received`, which raises what `extend` did).
+    /// `data_received` of the stdlib's `StreamReaderProtocol`, done here when `app` is one and
+    /// its reader is in the plain state (see `reader.rs`); false, having done nothing, otherwise or
+    /// when the buffer cannot grow (the caller then calls `data_received`, which raises what
+    /// `extend` did).
     fn feed_reader(app: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if !reader::is_stream_protocol(app)? {
+            return Ok(false);
+        }
         let (Ok(bytes), Some((reader, buffer))) = (data.cast::<PyBytes>(), reader::plain_reader(app)?) else {
             return Ok(false);
         };
@@ -477,14 +478,7 @@ native_fields! {
             TlsCore {
                 fields: GilCell::new(Fields::default()),
                 max_size: AtomicUsize::new(0),
-                feeds_reader: AtomicBool::new(false),
             }
-        }
-
-        /// Whether the application protocol is exactly the stdlib's `StreamReaderProtocol`, which
-        /// `deliver` may feed (see `reader.rs`).
-        fn _set_feeds_reader(&self, feeds: bool) {
-            self.feeds_reader.store(feeds, Ordering::Relaxed);
         }
 
         /// The stdlib's `_process_outgoing`, with its flow-control call made only when a limit is
