@@ -596,12 +596,16 @@ impl LoopCore {
         Self::sock_recv_abandon(slf, fd, fut)
     }
 
-    fn _remove_reader(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
-        Self::fd_remove(slf, fd, false)
+    /// A number no descriptor can have is simply not registered: `False`, as the stdlib's
+    /// selector lookup answers.
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        fd.extract::<RawFd>()
+            .map_or(Ok(false), |fd| Self::fd_remove(slf, fd, false))
     }
 
-    fn _remove_writer(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
-        Self::fd_remove(slf, fd, true)
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        fd.extract::<RawFd>()
+            .map_or(Ok(false), |fd| Self::fd_remove(slf, fd, true))
     }
 
     /// `(reader, writer)` handles registered for `fd`, for `_ensure_fd_no_transport`-style checks.

@@ -215,6 +215,13 @@ def test_remove_writer_not_registered(loop, pair):
     assert loop.remove_writer(a) is False
 
 
+def test_remove_a_number_no_descriptor_has(loop):
+    assert loop.remove_reader(2**40) is False
+    assert loop.remove_writer(2**70) is False
+    with pytest.raises(ValueError):
+        loop.remove_reader(-1)
+
+
 def test_removed_reader_not_called(loop, pair):
     a, b = pair
     calls = []
