@@ -6,6 +6,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt};
 use pyo3::{intern, Borrowed};
 
 use super::args::CallArgs;
@@ -115,7 +116,14 @@ fn call_later<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bo
     if delay.is_none() {
         return Err(PyTypeError::new_err("delay must not be None"));
     }
-    let when = sys::monotonic() + delay.extract::<f64>()?;
+    let now = sys::monotonic();
+    let when = if delay.is_instance_of::<PyFloat>() || delay.is_instance_of::<PyInt>() {
+        now + delay.extract::<f64>()?
+    } else {
+        // `loop.time() + delay`, as the stdlib computes it: a `Fraction` is accepted, while
+        // an object that only converts to a number (`Decimal`, `__index__`) is a TypeError.
+        PyFloat::new(slf.py(), now).add(delay)?.extract::<f64>()?
+    };
     // The stdlib's call_later goes through call_at, and its debug-mode errors say so.
     let timer = LoopCore::push_timer(slf, when, c.callback, c.args, c.context, "call_at")?;
     Ok(timer.into_bound(slf.py()).into_any())

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextvars
+import decimal
+import fractions
 import sys
 import time
 
@@ -214,6 +216,22 @@ def test_call_later_accepts_int_delay(loop):
     handle = loop.call_later(1, lambda: None)
     assert abs(handle.when() - (loop.time() + 1)) < 0.5
     handle.cancel()
+
+
+def test_call_later_delay_is_added_to_the_time(loop):
+    # `loop.time() + delay`: a Fraction adds to a float; a Decimal or an object that only has
+    # `__index__` does not.
+    handle = loop.call_later(fractions.Fraction(1, 2), lambda: None)
+    assert abs(handle.when() - (loop.time() + 0.5)) < 0.25
+    handle.cancel()
+
+    class Index:
+        def __index__(self):
+            return 1
+
+    for delay in (decimal.Decimal(1), Index(), "1", b"1"):
+        with pytest.raises(TypeError):
+            loop.call_later(delay, lambda: None)
 
 
 def test_time_is_monotonic_clock(loop):
