@@ -90,6 +90,12 @@ def _report_fatal_error(transport, exc, message, quiet):
         )
 
 
+def _whole_bytes(limit):
+    """A write-buffer limit as the core's byte count: the stdlib accepts any number, and an
+    integer size compares with ``limit`` exactly as with its floor (capped, for ``inf``)."""
+    return sys.maxsize if limit >= sys.maxsize else int(limit // 1)
+
+
 class _CoreReading:
     """Reading control over a native core (``is_reading``/``pause_reading``/``resume_reading``,
     the last two returning whether anything changed) and start-up, shared by the socket and
@@ -202,7 +208,8 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
         core = self._core = StreamCore(loop, sock.fileno(), self)
         # The hot methods are the core's own, bound on the instance.
         self.write = core.write
-        self.writelines = core.writelines
+        if sys.version_info >= (3, 12):
+            self.writelines = core.writelines
         self.write_eof = core.write_eof
         self.get_write_buffer_size = core.get_write_buffer_size
         self.is_closing = core.is_closing
@@ -224,8 +231,16 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
     def write(self, data):
         self._core.write(data)
 
-    def writelines(self, list_of_data):
-        self._core.writelines(list_of_data)
+    if sys.version_info >= (3, 12):
+
+        def writelines(self, list_of_data):
+            self._core.writelines(list_of_data)
+
+    else:
+
+        def writelines(self, list_of_data):
+            # 3.11 joins first, then writes: a non-iterable is a TypeError even when falsy.
+            self.write(b"".join(list_of_data))
 
     def write_eof(self):
         self._core.write_eof()
@@ -262,7 +277,7 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
 
     def _set_write_buffer_limits(self, high=None, low=None):
         super()._set_write_buffer_limits(high, low)
-        self._core.set_limits(self._high_water, self._low_water)
+        self._core.set_limits(_whole_bytes(self._high_water), _whole_bytes(self._low_water))
 
     @property
     def _empty_waiter(self):

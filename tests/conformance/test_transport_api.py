@@ -129,13 +129,19 @@ def test_write_of_a_non_contiguous_buffer_is_a_fatal_error(loop, handler_calls):
     loop.run_until_complete(main())
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's writelines joins first, so None raises")
-def test_writelines_of_nothing_is_a_no_op(loop):
+def test_writelines_of_nothing(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
         with peer:
-            for nothing in ([], (), None):
+            for nothing in ([], ()):
                 transport.writelines(nothing)
+            if sys.version_info >= (3, 12):
+                transport.writelines(None)  # falsy: returns before looking at it
+            else:
+                with pytest.raises(TypeError):
+                    transport.writelines(None)  # 3.11 joins first
+                with pytest.raises(TypeError):
+                    transport.writelines(0)
             transport.write(b"end")
             transport.close()
             assert await recv_until_eof(loop, peer) == b"end"
@@ -273,6 +279,13 @@ def test_write_buffer_limits(loop):
             transport.set_write_buffer_limits()
             assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
             assert transport.get_write_buffer_size() == 0
+            # Any number is a limit, as in the stdlib.
+            transport.set_write_buffer_limits(high=2**70)
+            assert transport.get_write_buffer_limits() == (2**68, 2**70)
+            transport.set_write_buffer_limits(high=float("inf"), low=1.5)
+            assert transport.get_write_buffer_limits() == (1.5, float("inf"))
+            with pytest.raises(ValueError):
+                transport.set_write_buffer_limits(high=float("nan"))
             transport.close()
 
     loop.run_until_complete(main())
@@ -296,6 +309,34 @@ def test_pause_and_resume_writing(loop):
             assert received == written
             assert transport.get_write_buffer_size() == 0
             transport.close()
+
+    loop.run_until_complete(main())
+
+
+def test_fractional_limits_compare_as_numbers(loop):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            shrink_buffers(peer, transport.get_extra_info("socket"))
+            transport.set_write_buffer_limits(high=float("inf"), low=0)
+            transport.write(b"y" * (2 * 1024 * 1024))
+            size = transport.get_write_buffer_size()
+            assert size > 1024 and proto.pauses == 0
+            # A buffer of `size` bytes is past `size - 0.5`, and at most `size + 0.5`.
+            transport.set_write_buffer_limits(high=size + 0.5, low=0.5)
+            assert proto.pauses == 0
+            transport.set_write_buffer_limits(high=size - 0.5, low=0.5)
+            assert proto.events == ["made", "pause"]
+            # Resumed only once the buffer is empty: no whole number of bytes is <= 0.5 but 0.
+            received = bytearray()
+            while transport.get_write_buffer_size():
+                assert proto.resumes == 0
+                received += await wait(loop.sock_recv(peer, 1 << 20))
+            await asyncio.sleep(0)
+            assert proto.events == ["made", "pause", "resume"]
+            transport.close()
+            received += await recv_until_eof(loop, peer)
+            assert len(received) == 2 * 1024 * 1024
 
     loop.run_until_complete(main())
 
