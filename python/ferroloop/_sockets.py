@@ -96,6 +96,11 @@ def _may_be_numeric_host(host):
     return False
 
 
+# A plain int: the enum member would mask unknown bits off a caller's bad flags (``-1 | flag``
+# is a valid ``AddressInfo``), turning the resolver's EAI_BADFLAGS into an answer.
+_AI_NUMERICHOST = int(socket.AI_NUMERICHOST)
+
+
 def _literal_addrinfo(host, port, family, type, proto, flowinfo=0, scopeid=0):
     """The addrinfo of an already resolved (host, port), or None when it needs ``getaddrinfo``.
 
@@ -456,7 +461,7 @@ class SocketMixin:
         if _is_numeric_port(port) and _may_be_numeric_host(host):
             t0 = self.time() if debug else 0.0
             try:
-                infos = socket.getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+                infos = socket.getaddrinfo(host, port, family, type, proto, flags | _AI_NUMERICHOST)
             except Exception:
                 pass
             else:

@@ -34,6 +34,9 @@ QUERIES = [
     ("127.0.0.1", 70000, {}),
     ("127.0.0.1", "nope-not-a-service", {}),
     ("127.0.0.1", 80, {"type": socket.SOCK_RAW}),
+    ("127.0.0.1", 80, {"flags": -1}),  # EAI_BADFLAGS, numeric host or not
+    ("127.0.0.1", 80, {"flags": 0x7FFFFFFF}),
+    ("127.0.0.1", 80, {"flags": 1.5}),
 ]
 
 
