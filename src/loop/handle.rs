@@ -16,10 +16,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pyo3::basic::CompareOp;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyFloat, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
 use super::args::CallArgs;
@@ -439,8 +440,43 @@ impl TimerHandle {
         self.scheduled.load(Ordering::Relaxed)
     }
 
+    /// `hash(self._when)`, as `asyncio.TimerHandle`: equal timers hash alike.
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        PyFloat::new(py, self.when).hash()
+    }
+
+    /// `asyncio.TimerHandle`'s ordering: by deadline against any timer handle (this loop's or
+    /// the stdlib's), and equal when deadline, callback, arguments and cancellation all are.
+    fn __richcmp__<'py>(slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if !other.is_instance(&py.import("asyncio.events")?.getattr("TimerHandle")?)? {
+            return Ok(py.NotImplemented());
+        }
+        let mine = PyFloat::new(py, slf.get().when).into_any();
+        let theirs = other.getattr(intern!(py, "_when"))?;
+        let equal = || -> PyResult<bool> {
+            let same = |name: &Bound<'py, pyo3::types::PyString>| -> PyResult<bool> {
+                slf.getattr(name)?.eq(other.getattr(name)?)
+            };
+            Ok(PyAnyMethods::eq(&mine, &theirs)?
+                && same(intern!(py, "_callback"))?
+                && same(intern!(py, "_args"))?
+                && same(intern!(py, "_cancelled"))?)
+        };
+        let answer = match op {
+            CompareOp::Lt => mine.lt(&theirs)?,
+            CompareOp::Gt => mine.gt(&theirs)?,
+            CompareOp::Le => mine.lt(&theirs)? || equal()?,
+            CompareOp::Ge => mine.gt(&theirs)? || equal()?,
+            CompareOp::Eq => equal()?,
+            CompareOp::Ne => !equal()?,
+        };
+        Ok(answer.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        let when = slf.get().when;
+        // Python's float repr ("100.0", "1e-07"), not Rust's ("100", "0.0000001").
+        let when = PyFloat::new(slf.py(), slf.get().when).repr()?;
         let name = slf.get_type().name()?.to_string();
         slf.as_super()
             .get()

@@ -234,6 +234,42 @@ def test_call_later_delay_is_added_to_the_time(loop):
             loop.call_later(delay, lambda: None)
 
 
+def test_timer_handles_compare_by_deadline(loop):
+    def cb():
+        pass
+
+    t = loop.time() + 1000.0
+    a, b, c = loop.call_at(t, cb), loop.call_at(t, cb), loop.call_at(t + 100, cb)
+    assert a == b and hash(a) == hash(b) and a <= b and a >= b and not a < b and not a > b
+    assert a < c and c > a and a <= c and c >= a and a != c
+    assert sorted([c, b, a], key=lambda t: t) == [b, a, c]  # a stable sort: equal ones keep order
+    others = [loop.call_at(t, print), loop.call_at(t, cb, 1)]
+    assert others[0] != a  # another callback
+    assert others[1] != a  # other arguments
+    b.cancel()
+    assert a != b and b <= c  # a cancelled timer still orders by its deadline
+    # Against the stdlib's own TimerHandle, both ways.
+    other = asyncio.TimerHandle(t + 50, cb, (), loop)
+    assert a < other < c and other > a and c >= other
+    assert a != other and other != a
+    # Not against anything else.
+    assert a != t and not (a == t)
+    with pytest.raises(TypeError):
+        a < t  # noqa: B015
+    soon = loop.call_soon(cb)
+    with pytest.raises(TypeError):
+        soon < a  # noqa: B015
+    for handle in (a, c, soon, *others):
+        handle.cancel()
+
+
+def test_timer_handle_repr_has_the_deadline_as_python_writes_it(loop):
+    for when in (100.0, 1e-07, loop.time() + 1000.0):
+        timer = loop.call_at(when, print)
+        assert f"when={when!r} " in repr(timer)
+        timer.cancel()
+
+
 def test_time_is_monotonic_clock(loop):
     before = time.monotonic()
     t = loop.time()
