@@ -109,6 +109,11 @@ class _CoreReading:
     def is_reading(self):
         return self._core.is_reading()
 
+    @property
+    def _paused(self):
+        # The stdlib transports' attribute, which some code reads.
+        return self._core.paused
+
     def pause_reading(self):
         if self._core.pause_reading() and self._loop.get_debug():
             logger.debug("%r pauses reading", self)

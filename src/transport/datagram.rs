@@ -395,6 +395,12 @@ impl DatagramCore {
         self.st.borrow_mut(py).gate.closing
     }
 
+    /// The stdlib transports' `_paused` (see `StreamCore.paused`).
+    #[getter]
+    fn paused(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).gate.paused
+    }
+
     fn is_reading(&self, py: Python<'_>) -> bool {
         self.st.borrow_mut(py).wants_read()
     }

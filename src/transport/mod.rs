@@ -675,6 +675,12 @@ impl StreamCore {
         self.st.borrow_mut(py).closing
     }
 
+    /// The stdlib transports' `_paused`: set by `pause_reading()`, kept through closing.
+    #[getter]
+    fn paused(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).paused
+    }
+
     fn is_reading(&self, py: Python<'_>) -> bool {
         let st = self.st.borrow_mut(py);
         !st.closing && !st.paused

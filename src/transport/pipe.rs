@@ -153,6 +153,12 @@ impl ReadPipeCore {
         }
     }
 
+    /// The stdlib transports' `_paused` (see `StreamCore.paused`).
+    #[getter]
+    fn paused(&self, py: Python<'_>) -> bool {
+        self.st.borrow_mut(py).gate.paused
+    }
+
     fn is_reading(&self, py: Python<'_>) -> bool {
         self.st.borrow_mut(py).gate.is_reading()
     }

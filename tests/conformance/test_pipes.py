@@ -56,13 +56,13 @@ def test_read_pipe_pause_resume(loop, pipe):
     async def main():
         transport, proto = await wait(loop.connect_read_pipe(Recorder, rfile))
         transport.pause_reading()
-        assert not transport.is_reading()
+        assert not transport.is_reading() and transport._paused is True
         transport.pause_reading()  # idempotent
         os.write(wfile.fileno(), b"held")
         await asyncio.sleep(0.05)
         assert proto.data == b""
         transport.resume_reading()
-        assert transport.is_reading()
+        assert transport.is_reading() and transport._paused is False
         assert await proto.read(4) == b"held"
         transport.close()
         assert transport.is_closing()

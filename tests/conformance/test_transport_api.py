@@ -236,14 +236,15 @@ def test_pause_and_resume_reading(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
         with peer:
+            assert transport._paused is False  # the stdlib's attribute, which some code reads
             transport.pause_reading()
-            assert not transport.is_reading()
+            assert not transport.is_reading() and transport._paused is True
             transport.pause_reading()  # idempotent
             await loop.sock_sendall(peer, b"waiting")
             await asyncio.sleep(0.05)
             assert proto.data == b""
             transport.resume_reading()
-            assert transport.is_reading()
+            assert transport.is_reading() and transport._paused is False
             transport.resume_reading()
             assert await proto.read(7) == b"waiting"
             # EOF is held back while paused as well.

@@ -290,19 +290,21 @@ def test_pause_and_resume_reading(loop):
         transport, proto = await wait(
             loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
         )
-        assert transport.is_reading()
+        assert transport.is_reading() and transport._paused is False
         transport.pause_reading()
-        assert not transport.is_reading()
+        assert not transport.is_reading() and transport._paused is True
         with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
             peer.bind(("127.0.0.1", 0))
             peer.sendto(b"held", transport.get_extra_info("sockname"))
             await asyncio.sleep(0.05)
             assert proto.queue.empty()
             transport.resume_reading()
-            assert transport.is_reading()
+            assert transport.is_reading() and transport._paused is False
             assert await wait(proto.queue.get()) == (b"held", peer.getsockname())
+        transport.pause_reading()
         transport.close()
         assert not transport.is_reading()
+        assert transport._paused is True  # closing does not resume
         await wait(proto.lost)
 
     loop.run_until_complete(main())
