@@ -124,6 +124,11 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def _closed(self):
+        # The stdlib loop's attribute (uvloop has it too), which some code reads.
+        return self.is_closed()
+
     def _check_closed(self):
         if self.is_closed():
             raise RuntimeError("Event loop is closed")

@@ -174,8 +174,9 @@ def test_run_forever_after_run_until_complete(loop):
 
 
 def test_close_is_idempotent(loop):
+    assert loop._closed is False  # the stdlib's attribute, which some code reads
     loop.close()
-    assert loop.is_closed()
+    assert loop.is_closed() and loop._closed is True
     loop.close()
     assert loop.is_closed()
 
