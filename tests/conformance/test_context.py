@@ -2,7 +2,10 @@
 
 import asyncio
 import contextvars
+import gc
+import sys
 import threading
+import weakref
 
 import pytest
 from _looputil import run_briefly
@@ -205,3 +208,51 @@ def test_gather_children_see_parent_context(loop):
     results, parent = loop.run_until_complete(main())
     assert results == ["parent"] * 5
     assert parent == "parent"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context() is new in 3.12")
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_a_handles_context_handed_out_is_collectable(loop, kind):
+    handle = _scheduler(loop, kind)(lambda: None)
+    context = handle.get_context()
+    assert gc.is_tracked(context)
+    # A reference cycle through the context, once the handle has run, is found and freed.
+    context.run(var.set, context)
+    gone = weakref.ref(context)
+    _drain(loop)
+    del handle, context
+    gc.collect()
+    assert gone() is None
+
+
+def test_pending_contexts_through_collections_cancelling_and_closing(loop, outer_value):
+    # Contexts of handles waiting in the loop, cancelled, run, failed or dropped at close,
+    # with collections in between: each path releases them without harm.
+    seen = []
+    errors = []
+    loop.set_exception_handler(lambda loop, ctx: errors.append(ctx["exception"]))
+    make = type(loop.call_soon(seen.append, (-1, "outer")))
+    handles = []
+    for i in range(300):
+        handles.append(loop.call_soon(lambda i=i: seen.append((i, var.get()))))
+        handles.append(loop.call_later(0.001 * (i % 3), var.set, i))
+        handles.append(loop.call_later(3600, seen.append, "never"))
+        handles.append(loop.call_soon(lambda: 1 / 0))
+    gc.collect()
+    for handle in handles[::5]:
+        handle.cancel()
+    gc.collect()
+    _drain(loop)
+    gc.collect()
+    # Every fifth handle was cancelled: 60 of each kind.
+    assert all(value == "outer" for _, value in seen) and "never" not in seen
+    assert len(seen) == 241
+    assert len(errors) == 240 and all(isinstance(e, ZeroDivisionError) for e in errors)
+    del handles
+    loop.close()
+    gc.collect()
+    # Handles made directly, never scheduled, are dropped with their contexts.
+    unscheduled = [make(print, (), loop) for _ in range(100)]
+    gc.collect()
+    del unscheduled
+    gc.collect()
