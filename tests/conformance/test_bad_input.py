@@ -1,0 +1,134 @@
+"""Bad input to the loop's methods gets the stdlib's answer.
+
+Each case calls one method with one odd argument on a fresh loop and records what happens: the
+exception type raised at once, or, for a coroutine, what awaiting it (briefly) gives. The
+expected outcome is the same case on a fresh stdlib loop, so on the stdlib param these tests
+check that the outcomes are reproducible, and on the ferroloop param that ferroloop's match.
+
+Left out are cases where the stdlib accepts the input and only fails later, inside the loop
+(`call_at` with a string deadline breaks its timer heap); ferroloop refuses those at once.
+"""
+
+import asyncio
+import os
+import socket
+
+import pytest
+from loopkinds import loop_factory as factory_of
+
+
+class BadIndex:
+    def __index__(self):
+        raise ZeroDivisionError("__index__")
+
+
+class BadFileno:
+    def fileno(self):
+        raise ZeroDivisionError("fileno")
+
+
+class NegativeFileno:
+    def fileno(self):
+        return -5
+
+
+BAD = {
+    "None": None,
+    "minus_one": -1,
+    "huge": 2**70,
+    "minus_huge": -(2**70),
+    "fraction": 1.5,
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "str": "x",
+    "bytes": b"x",
+    "bad_index": BadIndex(),
+    "bad_fileno": BadFileno(),
+    "negative_fileno": NegativeFileno(),
+    "object": object(),
+    "tuple": (),
+}
+
+
+def _callback(*args):
+    pass
+
+
+CALLS = {
+    "call_soon": lambda loop, sock, bad: loop.call_soon(bad),
+    "call_soon_context": lambda loop, sock, bad: loop.call_soon(_callback, context=bad),
+    "call_later": lambda loop, sock, bad: loop.call_later(bad, _callback),
+    "call_soon_threadsafe": lambda loop, sock, bad: loop.call_soon_threadsafe(bad),
+    "add_reader": lambda loop, sock, bad: loop.add_reader(bad, _callback),
+    "add_writer": lambda loop, sock, bad: loop.add_writer(bad, _callback),
+    "remove_reader": lambda loop, sock, bad: loop.remove_reader(bad),
+    "remove_writer": lambda loop, sock, bad: loop.remove_writer(bad),
+    "create_task": lambda loop, sock, bad: loop.create_task(bad),
+    "set_task_factory": lambda loop, sock, bad: loop.set_task_factory(bad),
+    "set_exception_handler": lambda loop, sock, bad: loop.set_exception_handler(bad),
+    "call_exception_handler": lambda loop, sock, bad: loop.call_exception_handler(bad),
+    "run_in_executor": lambda loop, sock, bad: loop.run_in_executor(None, bad),
+    "set_default_executor": lambda loop, sock, bad: loop.set_default_executor(bad),
+    "add_signal_handler": lambda loop, sock, bad: loop.add_signal_handler(bad, _callback),
+    "remove_signal_handler": lambda loop, sock, bad: loop.remove_signal_handler(bad),
+    "run_until_complete": lambda loop, sock, bad: loop.run_until_complete(bad),
+    "sock_recv_size": lambda loop, sock, bad: loop.sock_recv(sock, bad),
+    "sock_recv_sock": lambda loop, sock, bad: loop.sock_recv(bad, 10),
+    "sock_recv_into": lambda loop, sock, bad: loop.sock_recv_into(sock, bad),
+    "sock_sendall": lambda loop, sock, bad: loop.sock_sendall(sock, bad),
+    "sock_connect": lambda loop, sock, bad: loop.sock_connect(sock, bad),
+    "sock_recvfrom": lambda loop, sock, bad: loop.sock_recvfrom(sock, bad),
+    "sock_sendfile_offset": lambda loop, sock, bad: loop.sock_sendfile(sock, open(os.devnull, "rb"), bad),
+    "getaddrinfo_host": lambda loop, sock, bad: loop.getaddrinfo(bad, 80),
+    "getaddrinfo_port": lambda loop, sock, bad: loop.getaddrinfo("127.0.0.1", bad),
+    "getaddrinfo_flags": lambda loop, sock, bad: loop.getaddrinfo("127.0.0.1", 80, flags=bad),
+    "getnameinfo": lambda loop, sock, bad: loop.getnameinfo(bad),
+    "create_connection_port": lambda loop, sock, bad: loop.create_connection(
+        asyncio.Protocol, "127.0.0.1", bad
+    ),
+    "create_server_backlog": lambda loop, sock, bad: loop.create_server(
+        asyncio.Protocol, "127.0.0.1", 0, backlog=bad
+    ),
+    "create_datagram_local_addr": lambda loop, sock, bad: loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=bad
+    ),
+    "create_unix_connection": lambda loop, sock, bad: loop.create_unix_connection(asyncio.Protocol, bad),
+    "subprocess_exec": lambda loop, sock, bad: loop.subprocess_exec(asyncio.SubprocessProtocol, bad),
+}
+
+
+def _outcome(make_loop, call, bad):
+    """What `call` does with `bad` on a fresh loop: an exception type's name, or 'ok'."""
+    loop = make_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    result = None
+    try:
+        try:
+            result = call(loop, sock, bad)
+            if asyncio.iscoroutine(result) or asyncio.isfuture(result):
+                loop.run_until_complete(asyncio.wait_for(result, 1.0))
+            outcome = "ok"
+        except BaseException as exc:  # the point is which one
+            outcome = type(exc).__name__
+        if isinstance(result, (asyncio.Handle, asyncio.Task)):
+            result.cancel()
+        # Whatever was accepted must not break the loop.
+        loop.run_until_complete(asyncio.sleep(0))
+        return outcome
+    finally:
+        sock.close()
+        loop.close()
+
+
+@pytest.mark.parametrize("method", sorted(CALLS))
+def test_bad_input_gets_the_stdlibs_answer(loop_kind, method):
+    call = CALLS[method]
+    mine, reference = factory_of(loop_kind), asyncio.SelectorEventLoop
+    differ = {}
+    for name, bad in BAD.items():
+        expected = _outcome(reference, call, bad)
+        got = _outcome(mine, call, bad)
+        if got != expected:
+            differ[name] = f"{got} (the stdlib: {expected})"
+    assert not differ
