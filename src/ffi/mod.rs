@@ -22,6 +22,46 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()).map(Bound::unbind) }
 }
 
+/// A new bytes object of at most `max` bytes that `fill` reads into, shrunk to what it read: how
+/// `socket.recv()` allocates. Nothing is copied, and the bytes are not zeroed first, so pages of
+/// a large allocation that the read does not reach are never touched.
+pub fn bytes_read_into<'py>(
+    py: Python<'py>,
+    max: usize,
+    fill: impl FnOnce(*mut u8, usize) -> std::io::Result<usize>,
+) -> PyResult<std::io::Result<(usize, Bound<'py, pyo3::types::PyBytes>)>> {
+    let size = ffi::Py_ssize_t::try_from(max)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("read size too large"))?;
+    // SAFETY: the GIL is held. PyBytes_FromStringAndSize(NULL, n) returns a new, uninitialized
+    // bytes object of n bytes (or NULL with an exception set); nothing else has seen it, so it may
+    // be written through PyBytes_AsString's pointer and resized. `fill` writes at most `max`
+    // bytes and returns how many. _PyBytes_Resize either succeeds (possibly moving the object and
+    // updating the pointer) or frees it, sets an exception and NULLs the pointer.
+    unsafe {
+        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let n = match fill(ffi::PyBytes_AsString(obj).cast(), max) {
+            Ok(n) => n.min(max),
+            Err(e) => {
+                ffi::Py_DECREF(obj);
+                return Ok(Err(e));
+            }
+        };
+        if n != max && _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Ok((n, Bound::from_owned_ptr(py, obj).cast_into_unchecked())))
+    }
+}
+
+extern "C" {
+    /// CPython's resize of a bytes object nothing else refers to yet (what `socket.recv` uses);
+    /// exported by every supported version.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
+}
+
 /// `context.run(call)`: enter `context`, make the call, always exit.
 ///
 /// Calling PyContext_Enter/Exit directly skips building a bound `run` method and an argument

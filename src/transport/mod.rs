@@ -67,9 +67,9 @@ thread_local! {
 }
 
 /// One `recv` of at most `max` bytes into a new bytes object: through the per-thread buffer
-/// (a copy of what arrived, never of `max` bytes) when it is large enough; otherwise into a bytes
-/// object of `max` bytes from Python's allocator, so an absurd size is a `MemoryError`, not an
-/// abort.
+/// (a copy of what arrived, never of `max` bytes) when it is large enough; otherwise straight into
+/// a bytes object of `max` bytes from Python's allocator, shrunk to what arrived, as
+/// `socket.recv` does (an absurd size is a `MemoryError`, not an abort).
 pub(crate) fn recv_bytes(
     py: Python<'_>,
     fd: RawFd,
@@ -83,12 +83,7 @@ pub(crate) fn recv_bytes(
     if let Some(result) = shared {
         return Ok(result);
     }
-    let mut outcome = Ok(0);
-    let big = PyBytes::new_with(py, max, |buf| {
-        outcome = sys::net::recv(fd, buf);
-        Ok(())
-    })?;
-    Ok(outcome.map(|n| (n, PyBytes::new(py, &big.as_bytes()[..n]))))
+    ffi::bytes_read_into(py, max, |ptr, len| sys::net::recv_raw(fd, ptr, len))
 }
 
 /// Whether `data` is one of the types transports accept: `bytes`, `bytearray`, `memoryview`.

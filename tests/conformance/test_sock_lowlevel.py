@@ -124,6 +124,31 @@ def test_recv_sizes_as_the_socket_module_takes_them(loop, pair):
     loop.run_until_complete(main())
 
 
+def test_recv_of_a_large_size_returns_exactly_what_arrived(loop, pair):
+    a, b = pair
+
+    async def main():
+        # Sizes beyond any internal buffer read straight into the result, cut to what came.
+        for i in range(1, 60):
+            sent = bytes((i + k) % 251 for k in range(i * 97))
+            a.send(sent)
+            assert await loop.sock_recv(b, 4 << 20) == sent
+        a.setblocking(False)
+        sent = bytes(range(256)) * 12_000  # 3 MB
+        sender = asyncio.ensure_future(loop.sock_sendall(a, sent))
+        got = bytearray()
+        while len(got) < len(sent):
+            chunk = await loop.sock_recv(b, 1 << 20)
+            assert chunk
+            got += chunk
+        await sender
+        assert got == sent
+        a.close()
+        assert await loop.sock_recv(b, 1 << 20) == b""
+
+    loop.run_until_complete(main())
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_large_sendall_needs_many_writable_waits(loop, kind):
     size = 6 * 1024 * 1024
