@@ -449,7 +449,8 @@ impl TimerHandle {
     /// the stdlib's), and equal when deadline, callback, arguments and cancellation all are.
     fn __richcmp__<'py>(slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        if !other.is_instance(&py.import("asyncio.events")?.getattr("TimerHandle")?)? {
+        static TIMER_HANDLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        if !other.is_instance(TIMER_HANDLE.import(py, "asyncio.events", "TimerHandle")?)? {
             return Ok(py.NotImplemented());
         }
         let mine = PyFloat::new(py, slf.get().when).into_any();
