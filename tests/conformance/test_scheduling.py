@@ -242,7 +242,7 @@ def test_timer_handles_compare_by_deadline(loop):
     a, b, c = loop.call_at(t, cb), loop.call_at(t, cb), loop.call_at(t + 100, cb)
     assert a == b and hash(a) == hash(b) and a <= b and a >= b and not a < b and not a > b
     assert a < c and c > a and a <= c and c >= a and a != c
-    assert sorted([c, b, a], key=lambda t: t) == [b, a, c]  # a stable sort: equal ones keep order
+    assert sorted([c, b, a]) == [b, a, c]  # a stable sort: equal ones keep order
     others = [loop.call_at(t, print), loop.call_at(t, cb, 1)]
     assert others[0] != a  # another callback
     assert others[1] != a  # other arguments
