@@ -61,7 +61,7 @@ DEFAULT_MODULES = (
     "test_threads test_context test_runners test_base_events test_unix_events test_events "
     "test_eager_task_factory test_pep492 test_futures "
     "test_streams test_sock_lowlevel test_sendfile test_server test_buffered_proto "
-    "test_ssl test_sslproto test_subprocess"
+    "test_ssl test_sslproto test_subprocess test_staggered"
 ).split()
 DUPLICATE_VARIANT = re.compile(r"(Kqueue|Poll|Select)EventLoopTests")
 RANK = {"skip": 0, "pass": 1, "xfail": 2, "upass": 3, "fail": 4, "error": 5}
