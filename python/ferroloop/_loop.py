@@ -91,7 +91,6 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
 
     def __init__(self):
         _live_loops.add(self)
-        self._thread_id = None
         self._default_executor = None
         self._executor_shutdown_called = False
         self._exception_handler = None
@@ -138,9 +137,6 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
             raise RuntimeError("This event loop is already running")
         if events._get_running_loop() is not None:
             raise RuntimeError("Cannot run the event loop while another loop is running")
-
-    def is_running(self):
-        return self._thread_id is not None
 
     def _run_forever_setup(self):
         self._check_closed()
@@ -268,8 +264,8 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
                 task = self._task_factory(self, coro, context=context)
             if _PY313:
                 task.set_name(name)
-            elif name is not None:
-                task.set_name(name)
+            else:
+                tasks._set_task_name(task, name)
         return task
 
     def set_task_factory(self, factory):

@@ -42,10 +42,16 @@ use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
 
-/// `asyncio.Future`, `asyncio.Task`, and the keyword-name tuples the loop calls them with.
+/// `asyncio.Future`, `asyncio.Task`, and the keyword-name tuples the loop calls them (and task
+/// factories) with.
 struct Classes {
     future: Py<PyAny>,
     task: Py<PyAny>,
+    kw_context: Py<PyTuple>,
+    /// Before 3.13, `asyncio.tasks._set_task_name`, which names a factory's task when given a
+    /// name (with a `DeprecationWarning` for a task without `set_name`); from 3.13 on
+    /// `create_task` calls the task's `set_name` always.
+    set_task_name: Option<Py<PyAny>>,
     kw_loop: Py<PyTuple>,
     kw_loop_name: Py<PyTuple>,
     kw_loop_context: Py<PyTuple>,
@@ -60,6 +66,12 @@ fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
         Ok(Classes {
             future: asyncio.getattr("Future")?.unbind(),
             task: asyncio.getattr("Task")?.unbind(),
+            kw_context: names(&["context"])?,
+            set_task_name: if py.version_info() >= (3, 13) {
+                None
+            } else {
+                Some(py.import("asyncio.tasks")?.getattr("_set_task_name")?.unbind())
+            },
             kw_loop: names(&["loop"])?,
             kw_loop_name: names(&["loop", "name"])?,
             kw_loop_context: names(&["loop", "context"])?,
@@ -105,8 +117,11 @@ pub struct LoopCore {
     running: AtomicBool,
     debug: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
-    /// `set_task_factory`'s factory; while one is set `create_task` goes through Python.
+    /// `set_task_factory`'s factory, called by `create_task` (through Python in debug mode).
     task_factory: GilCell<Option<Py<PyAny>>>,
+    /// `_thread_id`: the id of the thread running the loop, `None` when it is not running (set
+    /// by the Python side around `run_forever`); `is_running()` reads it.
+    thread_id: GilCell<Option<Py<PyAny>>>,
     clock_resolution: f64,
     /// The fork generation the poller belongs to; a child after `fork()` builds its own.
     fork_generation: AtomicU64,
@@ -204,8 +219,12 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        if core.is_debug() || core.task_factory.borrow_mut(py).is_some() {
+        if core.is_debug() {
             return slf.call_method1(intern!(py, "_create_task_slow"), (coro, name, context));
+        }
+        let factory = core.task_factory.borrow_mut(py).as_ref().map(|f| f.clone_ref(py));
+        if let Some(factory) = factory {
+            return Self::new_task_by_factory(slf, factory.bind(py), coro, name, context);
         }
         let c = classes(py)?;
         let this = slf.as_any();
@@ -216,6 +235,35 @@ impl LoopCore {
             (Some(n), Some(ctx)) => (&c.kw_loop_name_context, &[this, n, ctx]),
         };
         ffi::call_kw(py, c.task.bind(py), &[coro], kwnames.bind(py), kwvalues)
+    }
+
+    /// `create_task` with a task factory, as `BaseEventLoop.create_task` calls it: without
+    /// `context` when there is none (factories written before it existed), then the name is
+    /// set as the running Python sets it (see `Classes::set_task_name`).
+    fn new_task_by_factory<'py>(
+        slf: &Bound<'py, Self>,
+        factory: &Bound<'py, PyAny>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = classes(py)?;
+        let this = slf.as_any();
+        let task = match context {
+            None => ffi::call_kw(py, factory, &[this, coro], &PyTuple::empty(py), &[])?,
+            Some(ctx) => ffi::call_kw(py, factory, &[this, coro], c.kw_context.bind(py), &[ctx])?,
+        };
+        match (&c.set_task_name, name) {
+            (None, _) => {
+                task.call_method1(intern!(py, "set_name"), (name,))?;
+            }
+            (Some(set_task_name), Some(name)) => {
+                set_task_name.call1(py, (&task, name))?;
+            }
+            (Some(_), None) => {}
+        }
+        Ok(task)
     }
 
     /// Debug-mode checks and source traceback, done by the Python side (a cold path).
@@ -534,6 +582,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             task_factory: GilCell::new(None),
+            thread_id: GilCell::new(None),
             clock_resolution: sys::monotonic_resolution(),
             fork_generation: AtomicU64::new(sys::fork_generation()),
         })
@@ -548,6 +597,23 @@ impl LoopCore {
     fn task_factory_set(&self, py: Python<'_>, factory: Option<Py<PyAny>>) {
         let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py), factory);
         drop(old);
+    }
+
+    #[getter(_thread_id)]
+    fn thread_id_get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.thread_id.borrow_mut(py).as_ref().map(|t| t.clone_ref(py))
+    }
+
+    #[setter(_thread_id)]
+    fn thread_id_set(&self, py: Python<'_>, thread_id: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut *self.thread_id.borrow_mut(py), thread_id);
+        drop(old);
+    }
+
+    /// `self._thread_id is not None`, as the stdlib answers it; native because the C `Task`
+    /// asks on every eager start.
+    fn is_running(&self, py: Python<'_>) -> bool {
+        self.thread_id.borrow_mut(py).is_some()
     }
 
     #[getter]

@@ -1,6 +1,7 @@
 """run_forever / run_until_complete / stop / close / is_running / is_closed."""
 
 import asyncio
+import threading
 
 import pytest
 
@@ -21,6 +22,21 @@ def test_is_running_inside_and_outside(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert seen == [True]
+    assert not loop.is_running()
+
+
+def test_thread_id_names_the_running_thread(loop):
+    # `_thread_id` is what `is_running()` answers from in the stdlib; code reads and sets it.
+    seen = []
+    loop.call_soon(lambda: seen.append((loop._thread_id, loop.is_running())))
+    loop.call_soon(loop.stop)
+    assert loop._thread_id is None
+    loop.run_forever()
+    assert seen == [(threading.get_ident(), True)]
+    assert loop._thread_id is None
+    loop._thread_id = 12345
+    assert loop.is_running()
+    loop._thread_id = None
     assert not loop.is_running()
 
 

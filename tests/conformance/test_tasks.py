@@ -224,6 +224,41 @@ def test_task_factory_name_applied_after_factory(loop):
     loop.run_until_complete(task)
 
 
+class _Nameless:
+    """A task factory's result without `set_name`."""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="3.13 calls set_name always")
+def test_task_factory_result_without_set_name_warns_before_313(loop):
+    loop.set_task_factory(lambda lp, coro: (coro.close(), _Nameless())[1])
+    assert isinstance(loop.create_task(_return(1)), _Nameless)
+    with pytest.warns(DeprecationWarning, match="set_name"):
+        assert isinstance(loop.create_task(_return(1), name="n"), _Nameless)
+    loop.set_task_factory(None)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="before 3.13 only a name is set")
+def test_task_factory_result_without_set_name_fails_from_313(loop):
+    loop.set_task_factory(lambda lp, coro: (coro.close(), _Nameless())[1])
+    with pytest.raises(AttributeError):
+        loop.create_task(_return(1))
+    loop.set_task_factory(None)
+
+
+def test_task_factory_sets_no_name_unless_given_before_313(loop):
+    names = []
+
+    class Named(asyncio.Task):
+        def set_name(self, value):
+            names.append(value)
+            super().set_name(value)
+
+    loop.set_task_factory(lambda lp, coro: Named(coro, loop=lp))
+    loop.run_until_complete(loop.create_task(_return(1)))
+    loop.run_until_complete(loop.create_task(_return(2), name="two"))
+    assert names == ([None, "two"] if sys.version_info >= (3, 13) else ["two"])
+
+
 def test_task_factory_used_by_run_until_complete(loop):
     calls = []
 
