@@ -91,6 +91,7 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
 
     def __init__(self):
         _live_loops.add(self)
+        self._fileobjs = {}
         self._default_executor = None
         self._executor_shutdown_called = False
         self._exception_handler = None
@@ -208,6 +209,7 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
                 self.remove_signal_handler(sig)
         self._close_self_pipe()
         self._close_core()
+        self._fileobjs.clear()
         # As the selector loop does: transports' reprs see a closed loop's registrations gone.
         self._selector = None
         executor = self._default_executor
@@ -481,25 +483,58 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
 
     def add_reader(self, fd, callback, *args):
         self._check_closed()
-        fd = selectors._fileobj_to_fd(fd)
-        self._ensure_fd_no_transport(fd)
-        self._add_reader(fd, callback, *args)
+        fileno = selectors._fileobj_to_fd(fd)
+        self._ensure_fd_no_transport(fileno)
+        self._note_fileobj(fileno, fd)
+        self._add_reader(fileno, callback, *args)
 
     def remove_reader(self, fd):
-        fd = selectors._fileobj_to_fd(fd)
-        self._ensure_fd_no_transport(fd)
-        return self._remove_reader(fd)
+        fileno = self._registered_fileno(fd)
+        removed = self._remove_reader(fileno)
+        self._forget_fileobj(fileno)
+        return removed
 
     def add_writer(self, fd, callback, *args):
         self._check_closed()
-        fd = selectors._fileobj_to_fd(fd)
-        self._ensure_fd_no_transport(fd)
-        self._add_writer(fd, callback, *args)
+        fileno = selectors._fileobj_to_fd(fd)
+        self._ensure_fd_no_transport(fileno)
+        self._note_fileobj(fileno, fd)
+        self._add_writer(fileno, callback, *args)
 
     def remove_writer(self, fd):
-        fd = selectors._fileobj_to_fd(fd)
-        self._ensure_fd_no_transport(fd)
-        return self._remove_writer(fd)
+        fileno = self._registered_fileno(fd)
+        removed = self._remove_writer(fileno)
+        self._forget_fileobj(fileno)
+        return removed
+
+    # A selector keeps the object an fd was first registered with until the fd is unregistered,
+    # and finds a registration by that object when its `fileno()` no longer answers (a socket
+    # closed while registered gives -1): removing it then still works. `_fileobjs` is that
+    # memory, for registrations made with an object rather than an int.
+
+    def _note_fileobj(self, fileno, fileobj):
+        if isinstance(fileobj, int):
+            if self._fileobjs and fileno in self._fileobjs and self._fd_handles(fileno) == (None, None):
+                del self._fileobjs[fileno]
+        elif self._fd_handles(fileno) == (None, None):
+            self._fileobjs[fileno] = fileobj
+
+    def _forget_fileobj(self, fileno):
+        if self._fileobjs and fileno in self._fileobjs and self._fd_handles(fileno) == (None, None):
+            del self._fileobjs[fileno]
+
+    def _registered_fileno(self, fileobj):
+        """The fd to remove a registration of: `fileobj`'s own, else the registered fd that
+        `fileobj` was registered as (whose transports the selector loop does not check)."""
+        try:
+            fileno = selectors._fileobj_to_fd(fileobj)
+        except ValueError:
+            for fileno, obj in self._fileobjs.items():
+                if obj is fileobj and self._fd_handles(fileno) != (None, None):
+                    return fileno
+            raise
+        self._ensure_fd_no_transport(fileno)
+        return fileno
 
     # -- signals -----------------------------------------------------------------------------
 

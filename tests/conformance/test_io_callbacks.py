@@ -204,6 +204,44 @@ def test_remove_reader_with_int_after_add_with_object(loop, pair):
     assert loop.remove_reader(a) is False
 
 
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_remove_by_the_object_after_it_was_closed(loop, kind):
+    # The registration is found by the object it was made with, though its fileno() is now -1
+    # (code that closes a socket and then unregisters it in a done callback does this).
+    add, remove = getattr(loop, f"add_{kind}"), getattr(loop, f"remove_{kind}")
+    a, b = socket.socketpair()
+    with b:
+        add(a, lambda: None)
+        a.close()
+        assert remove(a) is True
+        # Gone now: the object is unknown again.
+        with pytest.raises(ValueError):
+            remove(a)
+
+
+def test_closed_object_registered_by_number_is_not_found(loop):
+    a, b = socket.socketpair()
+    with b:
+        loop.add_reader(a.fileno(), lambda: None)
+        fd = a.fileno()
+        a.close()
+        with pytest.raises(ValueError):
+            loop.remove_reader(a)
+        assert loop.remove_reader(fd) is True
+
+
+def test_object_registration_forgotten_after_removal_by_number(loop):
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    with b, c, d:
+        loop.add_reader(a, lambda: None)
+        fd = a.fileno()
+        assert loop.remove_reader(fd) is True
+        a.close()
+        with pytest.raises(ValueError):
+            loop.remove_reader(a)
+
+
 def test_remove_reader_not_registered(loop, pair):
     a, _ = pair
     assert loop.remove_reader(a) is False
