@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import socket
 import types
 import weakref
 from asyncio import constants, events, selector_events, sslproto, unix_events
@@ -85,7 +86,7 @@ class NetworkMixin:
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock.fileno())
-        return SocketTransport(self, sock, protocol, waiter, extra, server)
+        return _stream_transport(sock)(self, sock, protocol, waiter, extra, server)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         if sock.family in DATAGRAM_FAMILIES:
@@ -126,7 +127,7 @@ class NetworkMixin:
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        _stream_transport(rawsock)(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
     async def _make_subprocess_transport(
@@ -191,6 +192,22 @@ class _Registrations:
         if not events:
             raise KeyError(f"{fileobj!r} is not registered")
         return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
+
+
+# What the stdlib's socket transport calls on its socket to move bytes.
+_SOCKET_IO = tuple(
+    m for m in ("recv", "recv_into", "send", "sendmsg", "shutdown") if hasattr(socket.socket, m)
+)
+
+
+def _stream_transport(sock):
+    """The transport class for a stream socket: the native one, unless the socket is of a
+    subclass with its own way of reading or writing (which the stdlib's transport calls, and
+    the native core, working on the fd, would bypass): then the stdlib's, over the fd table."""
+    cls = type(sock)
+    if cls is socket.socket or all(getattr(cls, m, None) is getattr(socket.socket, m) for m in _SOCKET_IO):
+        return SocketTransport
+    return selector_events._SelectorSocketTransport
 
 
 def _take(name):

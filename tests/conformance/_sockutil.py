@@ -54,3 +54,27 @@ def free_port():
 def open_fds():
     """The fds open in this process (Linux)."""
     return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+class TrackedSocket(socket.socket):
+    """A socket subclass with its own reading and writing: the transport must go through them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.used = set()
+
+    def recv(self, *args):
+        self.used.add("recv")
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self.used.add("recv")
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self.used.add("send")
+        return super().send(*args)
+
+    def sendmsg(self, *args):
+        self.used.add("send")
+        return super().sendmsg(*args)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from _netutil import Recorder, accept, recv_exactly, wait
-from _sockutil import closing, free_port, listener
+from _sockutil import TrackedSocket, closing, free_port, listener
 
 
 def test_create_connection_host_port(loop):
@@ -58,6 +58,30 @@ def test_create_connection_sock(loop):
             assert sock.fileno() == -1  # the transport owns and closes the socket
 
     loop.run_until_complete(main())
+
+
+def test_socket_subclass_reads_and_writes_through_its_methods(loop):
+    async def echo(reader, writer):
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        sock = TrackedSocket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, server.sockets[0].getsockname())
+        reader, writer = await wait(asyncio.open_connection(sock=sock))
+        writer.write(b"Hello!\n")
+        got = await wait(reader.readline())
+        assert await wait(reader.read()) == b""
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return got, sorted(sock.used), sock.fileno()
+
+    assert loop.run_until_complete(main()) == (b"Hello!\n", ["recv", "send"], -1)
 
 
 def test_create_connection_argument_errors(loop):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from _netutil import wait
-from _sockutil import closing, listener
+from _sockutil import TrackedSocket, closing, listener
 from _tlsutil import SERVER_NAME, make_certs
 
 # Not a multiple of any TLS record or read size.
@@ -196,6 +196,25 @@ def test_create_connection_over_given_socket(loop, certs):
         return bytes(client.data)
 
     assert loop.run_until_complete(main()) == b"ping"
+
+
+def test_socket_subclass_reads_and_writes_through_its_methods(loop, certs):
+    async def main():
+        server, port = await _tls_server(loop, certs, Collect(echo=True))
+        sock = TrackedSocket()
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        transport, client = await loop.create_connection(
+            Peer, sock=sock, ssl=certs.client_context(), server_hostname=SERVER_NAME
+        )
+        transport.write(b"ping")
+        await client.wait_for_data(4)
+        transport.close()
+        await client.lost
+        await _close_server(server)
+        return bytes(client.data), sorted(sock.used)
+
+    assert loop.run_until_complete(main()) == (b"ping", ["recv", "send"])
 
 
 def test_unix_connection_and_server(loop, certs, tmp_path):
