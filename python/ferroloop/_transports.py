@@ -14,6 +14,7 @@ and ``ReadPipeTransport``/``WritePipeTransport`` for pipes, over ``ReadPipeCore`
 
 from __future__ import annotations
 
+import _socket
 import errno
 import inspect
 import os
@@ -26,9 +27,18 @@ from asyncio.log import logger
 
 from ._core import DatagramCore, ReadPipeCore, StreamCore, WritePipeCore
 
+# A socket's family and type as plain ints: `socket.socket`'s properties build enums.
+_sock_family = _socket.socket.family.__get__
+_sock_type = _socket.socket.type.__get__
+_INET = (socket.AF_INET, socket.AF_INET6) if hasattr(socket, "AF_INET6") else (socket.AF_INET,)
+
 
 def _set_nodelay(sock):
-    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+    if isinstance(sock, _socket.socket):
+        family, kind = _sock_family(sock), _sock_type(sock)
+    else:
+        family, kind = sock.family, sock.type
+    if family in _INET and kind == socket.SOCK_STREAM:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -88,6 +98,12 @@ def _report_fatal_error(transport, exc, message, quiet):
                 "protocol": transport._protocol,
             }
         )
+
+
+# The stdlib's default write-buffer limits (`_FlowControlMixin._set_write_buffer_limits()`),
+# which a new `StreamCore` also starts with.
+_DEFAULT_HIGH_WATER = 64 * 1024
+_DEFAULT_LOW_WATER = _DEFAULT_HIGH_WATER // 4
 
 
 def _whole_bytes(limit):
@@ -219,7 +235,13 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
         self.get_write_buffer_size = core.get_write_buffer_size
         self.is_closing = core.is_closing
         self.is_reading = core.is_reading
-        super().__init__(extra, loop)
+        # What `_FlowControlMixin.__init__` sets up, with the stdlib's default write-buffer
+        # limits, which the core starts with.
+        self._extra = {} if extra is None else extra
+        self._loop = loop
+        self._protocol_paused = False
+        self._high_water = _DEFAULT_HIGH_WATER
+        self._low_water = _DEFAULT_LOW_WATER
         self._init_socket(sock)
         self._protocol_connected = False
         self.set_protocol(protocol)
