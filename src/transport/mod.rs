@@ -123,6 +123,34 @@ enum Reads {
     FeedsReader,
 }
 
+/// A piece of the write buffer: the unsent bytes copied out of what `write()` was given, or, when
+/// that was a `bytes` object (which cannot change), the object itself from `start` on: a large
+/// write to a slow peer is then neither copied nor held twice in memory.
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared {
+        bytes: Py<PyBytes>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Owned(v) => v.len(),
+            Chunk::Shared { len, .. } => *len,
+        }
+    }
+
+    fn bytes<'a>(&'a self, py: Python<'_>) -> &'a [u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared { bytes, start, .. } => &bytes.as_bytes(py)[*start..],
+        }
+    }
+}
+
 struct State {
     protocol: Option<Py<PyAny>>,
     /// How reads reach the protocol.
@@ -130,7 +158,7 @@ struct State {
     /// The Python transport, for the cold paths (errors, EOF, flow control, connection lost).
     transport: Option<Py<PyAny>>,
     /// Data accepted by `write()` and not yet sent; the first chunk is sent up to `sent_front`.
-    chunks: VecDeque<Vec<u8>>,
+    chunks: VecDeque<Chunk>,
     sent_front: usize,
     size: usize,
     high: usize,
@@ -396,8 +424,9 @@ impl StreamCore {
         Ok(())
     }
 
-    /// `write()` on bytes already checked: send what the socket takes now, buffer the rest.
-    fn write_bytes(&self, py: Python<'_>, bytes: &[u8]) -> WriteOutcome {
+    /// `write()` on bytes already checked: send what the socket takes now, buffer the rest (by
+    /// reference when `shared`, the `bytes` object `bytes` belongs to, is given).
+    fn write_bytes(&self, py: Python<'_>, bytes: &[u8], shared: Option<&Bound<'_, PyBytes>>) -> WriteOutcome {
         if bytes.is_empty() {
             return WriteOutcome::Done;
         }
@@ -416,11 +445,21 @@ impl StreamCore {
                 Err(e) => return WriteOutcome::Failed(e),
             }
         }
-        let mut rest = Vec::new();
-        if rest.try_reserve_exact(bytes.len() - sent).is_err() {
-            return WriteOutcome::NoMemory;
-        }
-        rest.extend_from_slice(&bytes[sent..]);
+        let rest = match shared {
+            Some(obj) => Chunk::Shared {
+                bytes: obj.clone().unbind(),
+                start: sent,
+                len: bytes.len() - sent,
+            },
+            None => {
+                let mut rest = Vec::new();
+                if rest.try_reserve_exact(bytes.len() - sent).is_err() {
+                    return WriteOutcome::NoMemory;
+                }
+                rest.extend_from_slice(&bytes[sent..]);
+                Chunk::Owned(rest)
+            }
+        };
         st.chunks.push_back(rest);
         st.size += bytes.len() - sent;
         self.wants.write.store(true, Ordering::Relaxed);
@@ -550,7 +589,8 @@ impl StreamCore {
             }
             let mut slices: Vec<&[u8]> = Vec::with_capacity(st.chunks.len().min(1024));
             for (i, chunk) in st.chunks.iter().enumerate().take(1024) {
-                slices.push(if i == 0 { &chunk[st.sent_front..] } else { chunk });
+                let bytes = chunk.bytes(py);
+                slices.push(if i == 0 { &bytes[st.sent_front..] } else { bytes });
             }
             let result = sys::net::send_vectored(core.fd, &slices);
             drop(slices);
@@ -608,7 +648,11 @@ impl StreamCore {
         check_bytes_like(data)?;
         let core = slf.get();
         Self::check_writable(&core.st.borrow_mut(py), "write")?;
-        let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes)) {
+        if let Ok(bytes) = data.cast::<PyBytes>() {
+            let outcome = core.write_bytes(py, bytes.as_bytes(), Some(bytes));
+            return Self::after_write(slf, outcome);
+        }
+        let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes, None)) {
             Ok(outcome) => outcome,
             // Not a contiguous buffer: the stdlib takes it and fails to send it, which is fatal.
             Err(e) if core.st.borrow_mut(py).conn_lost == 0 => {
@@ -637,7 +681,7 @@ impl StreamCore {
             })?
             .map_err(|_| PyMemoryError::new_err("cannot join the data to write"))?;
         }
-        let outcome = core.write_bytes(py, &joined);
+        let outcome = core.write_bytes(py, &joined, None);
         Self::after_write(slf, outcome)
     }
 

@@ -194,6 +194,39 @@ def test_close_flushes_then_loses_connection_once(loop):
     loop.run_until_complete(main())
 
 
+def test_buffered_writes_of_every_kind_arrive_whole_and_in_order(loop):
+    # Writes that the socket cannot take at once are buffered: bytes (which ferroloop keeps by
+    # reference), bytearray and memoryview (copied), a bytes subclass, and writelines.
+    class Tagged(bytes):
+        pass
+
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            shrink_buffers(peer, transport.get_extra_info("socket"))
+            big = payload(3 * 1024 * 1024)
+            pieces = [
+                big,
+                bytearray(b"mutable" * 1000),
+                memoryview(big)[1000:200_000],
+                Tagged(b"subclass" * 5000),
+                b"",
+                big[::-1],
+            ]
+            for piece in pieces:
+                transport.write(piece)
+            transport.writelines([b"tail-", bytearray(b"lines")])
+            expected = b"".join(bytes(p) for p in pieces) + b"tail-lines"
+            size = transport.get_write_buffer_size()
+            assert 0 < size <= len(expected)
+            transport.close()
+            assert await recv_until_eof(loop, peer) == expected
+            assert await wait(proto.lost) is None
+            assert transport.get_write_buffer_size() == 0
+
+    loop.run_until_complete(main())
+
+
 def test_close_does_not_deliver_more_data(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
