@@ -31,21 +31,27 @@ pub(super) fn retry(mut call: impl FnMut() -> io::Result<isize>) -> io::Result<u
 
 /// Sends as much of the chunks, in order, as the socket takes; at most `IOV_MAX` of them.
 pub fn send_vectored(fd: RawFd, chunks: &[&[u8]]) -> io::Result<usize> {
-    const IOV_MAX: usize = 1024;
-    let iov: Vec<libc::iovec> = chunks
-        .iter()
-        .take(IOV_MAX)
-        .map(|c| libc::iovec {
-            iov_base: c.as_ptr() as *mut libc::c_void,
-            iov_len: c.len(),
-        })
-        .collect();
+    let iov = iovecs(chunks);
     // SAFETY: zeroed msghdr is valid (no name, no control data); iov points at live slices that
     // outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = iov.len() as _;
     retry(|| syscall!(sendmsg(fd, &msg, libc::MSG_NOSIGNAL)))
+}
+
+/// `chunks` as the `iovec`s of one gathering call: at most `IOV_MAX` of them, the rest left for
+/// a later call. The vectors point into `chunks`, which must outlive their use.
+pub(super) fn iovecs(chunks: &[&[u8]]) -> Vec<libc::iovec> {
+    const IOV_MAX: usize = 1024;
+    chunks
+        .iter()
+        .take(IOV_MAX)
+        .map(|c| libc::iovec {
+            iov_base: c.as_ptr() as *mut libc::c_void,
+            iov_len: c.len(),
+        })
+        .collect()
 }
 
 /// Sends as much of `data` as the socket takes.

@@ -25,13 +25,13 @@ mod gate;
 mod pipe;
 mod reader;
 mod tls;
+mod wbuf;
 
 pub use datagram::DatagramCore;
 pub use pipe::{ReadPipeCore, WritePipeCore};
 pub use tls::TlsCore;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,6 +47,7 @@ use crate::ffi::{self, GilCell};
 use crate::r#loop::io::Wants;
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
+use wbuf::WriteBuffer;
 
 /// The most one read takes (the stdlib's `max_size`).
 pub(crate) const MAX_READ: usize = 256 * 1024;
@@ -123,44 +124,14 @@ enum Reads {
     FeedsReader,
 }
 
-/// A piece of the write buffer: the unsent bytes copied out of what `write()` was given, or, when
-/// that was a `bytes` object (which cannot change), the object itself from `start` on: a large
-/// write to a slow peer is then neither copied nor held twice in memory.
-enum Chunk {
-    Owned(Vec<u8>),
-    Shared {
-        bytes: Py<PyBytes>,
-        start: usize,
-        len: usize,
-    },
-}
-
-impl Chunk {
-    fn len(&self) -> usize {
-        match self {
-            Chunk::Owned(v) => v.len(),
-            Chunk::Shared { len, .. } => *len,
-        }
-    }
-
-    fn bytes<'a>(&'a self, py: Python<'_>) -> &'a [u8] {
-        match self {
-            Chunk::Owned(v) => v,
-            Chunk::Shared { bytes, start, .. } => &bytes.as_bytes(py)[*start..],
-        }
-    }
-}
-
 struct State {
     protocol: Option<Py<PyAny>>,
     /// How reads reach the protocol.
     reads: Reads,
     /// The Python transport, for the cold paths (errors, EOF, flow control, connection lost).
     transport: Option<Py<PyAny>>,
-    /// Data accepted by `write()` and not yet sent; the first chunk is sent up to `sent_front`.
-    chunks: VecDeque<Chunk>,
-    sent_front: usize,
-    size: usize,
+    /// Data accepted by `write()` and not yet sent.
+    wbuf: WriteBuffer,
     high: usize,
     low: usize,
     /// Counts `connection_lost` being scheduled, then writes after it (as the stdlib does).
@@ -182,28 +153,6 @@ struct State {
 impl State {
     fn wants_read(&self) -> bool {
         !self.closing && !self.paused && !self.read_eof && self.conn_lost == 0
-    }
-
-    /// Drops `n` sent bytes from the front of the buffer.
-    fn consume(&mut self, mut n: usize) {
-        self.size -= n;
-        while n > 0 {
-            let front_left = self.chunks[0].len() - self.sent_front;
-            if n >= front_left {
-                n -= front_left;
-                self.chunks.pop_front();
-                self.sent_front = 0;
-            } else {
-                self.sent_front += n;
-                n = 0;
-            }
-        }
-    }
-
-    fn clear_buffer(&mut self) {
-        self.chunks.clear();
-        self.sent_front = 0;
-        self.size = 0;
     }
 }
 
@@ -237,7 +186,7 @@ impl StreamCore {
         let core = slf.get();
         let (interest, registered) = {
             let st = core.st.borrow_mut(py);
-            let (read, write) = (st.wants_read(), st.size > 0);
+            let (read, write) = (st.wants_read(), st.wbuf.size() > 0);
             core.wants.read.store(read, Ordering::Relaxed);
             core.wants.write.store(write, Ordering::Relaxed);
             let interest = match (st.started && !st.detached, read, write) {
@@ -437,7 +386,7 @@ impl StreamCore {
             return WriteOutcome::Lost { log };
         }
         let mut sent = 0;
-        if st.chunks.is_empty() {
+        if st.wbuf.is_empty() {
             match sys::net::send(self.fd, bytes) {
                 Ok(n) if n == bytes.len() => return WriteOutcome::Done,
                 Ok(n) => sent = n,
@@ -445,26 +394,12 @@ impl StreamCore {
                 Err(e) => return WriteOutcome::Failed(e),
             }
         }
-        let rest = match shared {
-            Some(obj) => Chunk::Shared {
-                bytes: obj.clone().unbind(),
-                start: sent,
-                len: bytes.len() - sent,
-            },
-            None => {
-                let mut rest = Vec::new();
-                if rest.try_reserve_exact(bytes.len() - sent).is_err() {
-                    return WriteOutcome::NoMemory;
-                }
-                rest.extend_from_slice(&bytes[sent..]);
-                Chunk::Owned(rest)
-            }
-        };
-        st.chunks.push_back(rest);
-        st.size += bytes.len() - sent;
+        if st.wbuf.push(bytes, sent, shared).is_err() {
+            return WriteOutcome::NoMemory;
+        }
         self.wants.write.store(true, Ordering::Relaxed);
         WriteOutcome::Buffered {
-            pause: st.size > st.high,
+            pause: st.wbuf.size() > st.high,
             register: st.started && !st.detached && st.registered.is_none_or(|i| !i.is_writable()),
         }
     }
@@ -506,9 +441,7 @@ impl StreamCore {
                 protocol: None,
                 reads: Reads::Data,
                 transport: Some(transport),
-                chunks: VecDeque::new(),
-                sent_front: 0,
-                size: 0,
+                wbuf: WriteBuffer::default(),
                 high: 64 * 1024,
                 low: 16 * 1024,
                 conn_lost: 0,
@@ -581,27 +514,23 @@ impl StreamCore {
         let core = slf.get();
         let (result, low) = {
             let mut st = core.st.borrow_mut(py);
-            if st.conn_lost > 0 || st.chunks.is_empty() {
+            if st.conn_lost > 0 || st.wbuf.is_empty() {
                 core.wants
                     .write
-                    .store(st.size > 0 && st.conn_lost == 0, Ordering::Relaxed);
+                    .store(st.wbuf.size() > 0 && st.conn_lost == 0, Ordering::Relaxed);
                 return Ok(());
             }
-            let mut slices: Vec<&[u8]> = Vec::with_capacity(st.chunks.len().min(1024));
-            for (i, chunk) in st.chunks.iter().enumerate().take(1024) {
-                let bytes = chunk.bytes(py);
-                slices.push(if i == 0 { &bytes[st.sent_front..] } else { bytes });
-            }
+            let slices = st.wbuf.slices(py);
             let result = sys::net::send_vectored(core.fd, &slices);
             drop(slices);
             match result {
                 Ok(n) => {
-                    st.consume(n);
-                    (Ok(()), st.size <= st.low)
+                    st.wbuf.consume(n);
+                    (Ok(()), st.wbuf.size() <= st.low)
                 }
                 Err(e) if sys::net::would_block(&e) => return Ok(()),
                 Err(e) => {
-                    st.clear_buffer();
+                    st.wbuf.clear();
                     core.wants.write.store(false, Ordering::Relaxed);
                     (Err((e, st.empty_waiter.as_ref().map(|w| w.clone_ref(py)))), false)
                 }
@@ -622,7 +551,7 @@ impl StreamCore {
         let (empty, waiter, closing, write_eof) = {
             let st = core.st.borrow_mut(py);
             (
-                st.chunks.is_empty(),
+                st.wbuf.is_empty(),
                 st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
                 st.closing,
                 st.write_eof,
@@ -692,7 +621,7 @@ impl StreamCore {
                 return Ok(());
             }
             st.write_eof = true;
-            st.chunks.is_empty()
+            st.wbuf.is_empty()
         };
         if empty {
             sys::net::shutdown_write(self.fd).map_err(errors::os_error)?;
@@ -701,7 +630,7 @@ impl StreamCore {
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.st.borrow_mut(py).size
+        self.st.borrow_mut(py).wbuf.size()
     }
 
     fn set_limits(&self, py: Python<'_>, high: usize, low: usize) {
@@ -771,7 +700,7 @@ impl StreamCore {
                 return Ok(false);
             }
             st.closing = true;
-            let empty = st.chunks.is_empty();
+            let empty = st.wbuf.is_empty();
             if empty {
                 st.conn_lost += 1;
             }
@@ -788,7 +717,7 @@ impl StreamCore {
             if st.conn_lost > 0 {
                 return Ok(false);
             }
-            st.clear_buffer();
+            st.wbuf.clear();
             st.closing = true;
             st.conn_lost += 1;
         }
@@ -805,7 +734,7 @@ impl StreamCore {
             let mut st = core.st.borrow_mut(py);
             st.detached = true;
             st.conn_lost = st.conn_lost.max(1);
-            st.clear_buffer();
+            st.wbuf.clear();
             let taken = (st.protocol.take(), st.transport.take(), st.empty_waiter.take());
             (st.registered.take().is_some(), taken)
         };

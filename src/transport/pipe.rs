@@ -19,6 +19,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
 use super::gate::ReadGate;
+use super::wbuf::WriteBuffer;
 use super::{MAX_READ, READ_BUF};
 use crate::ffi::{self, GilCell};
 use crate::r#loop::LoopCore;
@@ -231,9 +232,8 @@ impl ReadPipeCore {
 
 struct WriteState {
     transport: Option<Py<PyAny>>,
-    /// Accepted and not yet written: `buffer[start..]`.
-    buffer: Vec<u8>,
-    start: usize,
+    /// Accepted and not yet written.
+    wbuf: WriteBuffer,
     conn_lost: u32,
     /// `close()`/`write_eof()` was called, or the pipe was lost.
     closing: bool,
@@ -244,12 +244,11 @@ struct WriteState {
 
 impl WriteState {
     fn pending(&self) -> usize {
-        self.buffer.len() - self.start
+        self.wbuf.size()
     }
 
     fn clear(&mut self) {
-        self.buffer = Vec::new();
-        self.start = 0;
+        self.wbuf.clear();
     }
 }
 
@@ -302,8 +301,9 @@ impl WritePipeCore {
         )
     }
 
-    /// `write()` of the bytes of an already checked object.
-    fn write_bytes(&self, py: Python<'_>, bytes: &[u8]) -> Wrote {
+    /// `write()` of the bytes of an already checked object (`shared`: the `bytes` object they
+    /// are the content of, buffered by reference).
+    fn write_bytes(&self, py: Python<'_>, bytes: &[u8], shared: Option<&Bound<'_, PyBytes>>) -> Wrote {
         if bytes.is_empty() {
             return Wrote::Done;
         }
@@ -326,11 +326,9 @@ impl WritePipeCore {
                 }
             }
         }
-        let rest = &bytes[written..];
-        if st.buffer.try_reserve(rest.len()).is_err() {
+        if st.wbuf.push(bytes, written, shared).is_err() {
             return Wrote::Failed(PyMemoryError::new_err("cannot buffer the data to write"));
         }
-        st.buffer.extend_from_slice(rest);
         Wrote::Buffered { register: empty }
     }
 }
@@ -344,8 +342,7 @@ impl WritePipeCore {
             event_loop: event_loop.unbind(),
             st: GilCell::new(WriteState {
                 transport: Some(transport),
-                buffer: Vec::new(),
-                start: 0,
+                wbuf: WriteBuffer::default(),
                 conn_lost: 0,
                 closing: false,
                 watching: false,
@@ -367,7 +364,11 @@ impl WritePipeCore {
             // The stdlib asserts this.
             return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
-        let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes)) {
+        let outcome = match data.cast::<PyBytes>() {
+            Ok(b) => Ok(core.write_bytes(py, b.as_bytes(), Some(b))),
+            Err(_) => ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes, None)),
+        };
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             // A buffer that cannot be read whole (a non-contiguous view), as the stdlib fails
             // on it: raised to the caller when it would be buffered, fatal when written at once.
@@ -416,16 +417,10 @@ impl WritePipeCore {
             if st.pending() == 0 {
                 return Ok(());
             }
-            match sys::pipe::write(core.fd, &st.buffer[st.start..]) {
+            let result = sys::pipe::write_vectored(core.fd, &st.wbuf.slices(py));
+            match result {
                 Ok(n) => {
-                    st.start += n;
-                    if st.pending() == 0 {
-                        st.clear();
-                    } else if st.start > st.buffer.len() / 2 {
-                        let start = st.start;
-                        st.buffer.drain(..start);
-                        st.start = 0;
-                    }
+                    st.wbuf.consume(n);
                     Ok(st.pending() == 0)
                 }
                 Err(e) if sys::net::would_block(&e) => return Ok(()),

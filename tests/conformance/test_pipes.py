@@ -171,6 +171,34 @@ def test_write_pipe_close_flushes(loop, pipe):
     loop.run_until_complete(main())
 
 
+def test_write_pipe_buffered_writes_of_every_kind_arrive_whole_and_in_order(loop, pipe):
+    # Many writes while the pipe is full: bytes (which ferroloop keeps by reference), bytearray
+    # and memoryview (copied), a bytes subclass; more than one gathering write takes.
+    rfile, wfile = pipe
+
+    class Tagged(bytes):
+        pass
+
+    big = payload(300 * 1024)
+    pieces = [big, bytearray(b"mutable" * 100), memoryview(big)[7:70_000], Tagged(b"sub" * 300), b""]
+    pieces += [bytes([i % 251]) * 64 for i in range(3000)]
+    expected = b"".join(bytes(p) for p in pieces)
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        for piece in pieces:
+            transport.write(piece)
+        assert 0 < transport.get_write_buffer_size() <= len(expected)
+        transport.close()
+        received = bytearray()
+        while chunk := await loop.run_in_executor(None, os.read, rfile.fileno(), 1 << 20):
+            received += chunk
+        assert received == expected
+        assert await wait(proto.lost) is None
+
+    loop.run_until_complete(main())
+
+
 def test_write_pipe_abort_drops_buffer(loop, pipe):
     rfile, wfile = pipe
 
