@@ -371,6 +371,7 @@ class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
             self,
             sock,
             address if address else None,
+            _sock_family(sock),
             bool(self._extra["peername"]),
             _SENDS_EMPTY_DATAGRAMS,
             _DATAGRAM_HEADER,

@@ -75,6 +75,37 @@ pub struct SockAddr {
     pub len: libc::socklen_t,
 }
 
+impl SockAddr {
+    /// An IPv4 socket address.
+    pub fn v4(ip: std::net::Ipv4Addr, port: u16) -> SockAddr {
+        // SAFETY: an all-zero sockaddr_storage is valid, and it is large and aligned enough to
+        // hold a sockaddr_in.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = port.to_be();
+        sin.sin_addr.s_addr = u32::from(ip).to_be();
+        SockAddr {
+            storage,
+            len: std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        }
+    }
+}
+
+/// Sends one datagram to `addr`.
+pub fn send_to(fd: RawFd, data: &[u8], addr: &SockAddr) -> io::Result<usize> {
+    retry(|| {
+        syscall!(sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            0,
+            (&addr.storage as *const libc::sockaddr_storage).cast(),
+            addr.len,
+        ))
+    })
+}
+
 /// Receives one datagram (at most `buf.len()` bytes of it) and the address it came from.
 pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
     // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.

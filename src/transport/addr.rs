@@ -26,7 +26,7 @@ pub fn to_python<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, P
             // SAFETY: the kernel wrote a sockaddr_in for this family; storage is large and
             // aligned enough for every sockaddr type.
             let sin = unsafe { &*(ptr as *const libc::sockaddr_in) };
-            let host = ntop(py, libc::AF_INET, (&sin.sin_addr as *const libc::in_addr).cast())?;
+            let host = ipv4_text(py, std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
             Ok(PyTuple::new(
                 py,
                 [
@@ -74,6 +74,41 @@ pub fn to_python<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, P
             .into_any())
         }
     }
+}
+
+/// An IPv4 address in dotted-quad form, as `inet_ntop` writes it.
+fn ipv4_text(py: Python<'_>, ip: std::net::Ipv4Addr) -> Bound<'_, PyString> {
+    use std::io::Write;
+    let mut buf = [0u8; 15];
+    let mut out = &mut buf[..];
+    let [a, b, c, d] = ip.octets();
+    write!(out, "{a}.{b}.{c}.{d}").expect("a dotted quad fits in 15 bytes");
+    let used = 15 - out.len();
+    // SAFETY: only ASCII digits and dots were written.
+    PyString::new(py, unsafe { std::str::from_utf8_unchecked(&buf[..used]) })
+}
+
+/// The native form of a Python address for a datagram socket of `family`, when it is one the
+/// `socket` module would turn into the same `sockaddr` without a lookup: for `AF_INET`, a
+/// `(host, port)` tuple of a dotted-quad `str` (what `inet_pton` accepts) and an `int` port.
+/// Anything else is `None` and is left to the socket's own `sendto`, with its checks and errors.
+pub fn from_python(family: libc::c_int, addr: &Bound<'_, PyAny>) -> Option<SockAddr> {
+    if family != libc::AF_INET {
+        return None;
+    }
+    let tuple = addr.cast_exact::<PyTuple>().ok()?;
+    if tuple.len() != 2 {
+        return None;
+    }
+    let host = tuple.get_item(0).ok()?;
+    let host = host.cast_exact::<PyString>().ok()?;
+    let port = tuple.get_item(1).ok()?;
+    if !port.is_exact_instance_of::<pyo3::types::PyInt>() {
+        return None;
+    }
+    let port: u16 = port.extract().ok()?;
+    let ip: std::net::Ipv4Addr = host.to_str().ok()?.parse().ok()?;
+    Some(SockAddr::v4(ip, port))
 }
 
 /// The text form of the address at `src`, as a `str`.

@@ -34,6 +34,9 @@ use crate::ffi::{self, GilCell};
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
 
+/// The most datagrams one readiness event delivers before other callbacks get their turn.
+const DATAGRAMS_PER_READY: usize = 32;
+
 /// After this many sends on a lost connection, each further one logs a warning.
 const LOST_WRITES_LOGGED_FROM: u32 = 5;
 
@@ -66,6 +69,8 @@ impl State {
 pub struct DatagramCore {
     fd: RawFd,
     event_loop: Py<LoopCore>,
+    /// The socket's address family.
+    family: libc::c_int,
     /// The socket has a peer: datagrams go out with `send`.
     connected: bool,
     /// Empty datagrams are sent (3.13+); before, they are dropped.
@@ -118,6 +123,15 @@ impl DatagramCore {
                 Ok(Err(e)) => Err(errors::os_error(e)),
                 Err(e) => Err(e),
             },
+            // An address the socket module would convert without a lookup: converted here.
+            (Some(_), false) if let Some(to) = addr.and_then(|a| addr::from_python(self.family, a)) => {
+                match ffi::with_bytes(data, |bytes| sys::net::send_to(self.fd, bytes, &to)) {
+                    Ok(Ok(_)) => return Sent::Done,
+                    Ok(Err(e)) if sys::net::would_block(&e) => return Sent::WouldBlock,
+                    Ok(Err(e)) => Err(errors::os_error(e)),
+                    Err(e) => Err(e),
+                }
+            }
             // A transport whose socket is gone fails as the stdlib's does (on `None.sendto`).
             (sock, _) => {
                 let target = sock.map_or_else(|| py.None().into_bound(py), |s| s.into_bound(py));
@@ -219,7 +233,7 @@ impl DatagramCore {
 #[pymethods]
 impl DatagramCore {
     #[new]
-    #[pyo3(signature = (event_loop, fd, transport, sock, address, connected, sends_empty, header))]
+    #[pyo3(signature = (event_loop, fd, transport, sock, address, family, connected, sends_empty, header))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         event_loop: Bound<'_, LoopCore>,
@@ -227,6 +241,7 @@ impl DatagramCore {
         transport: Py<PyAny>,
         sock: Py<PyAny>,
         address: Option<Py<PyAny>>,
+        family: libc::c_int,
         connected: bool,
         sends_empty: bool,
         header: usize,
@@ -234,6 +249,7 @@ impl DatagramCore {
         DatagramCore {
             fd,
             event_loop: event_loop.unbind(),
+            family,
             connected,
             sends_empty,
             header,
@@ -266,36 +282,41 @@ impl DatagramCore {
         Ok(())
     }
 
+    /// The socket is readable: up to `DATAGRAMS_PER_READY` datagrams go to the protocol, as
+    /// long as it still reads (it may pause reading, close the transport or be replaced by any
+    /// `datagram_received`); the fd is level-triggered, so what is left comes next iteration.
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let protocol = {
-            let st = core.st.borrow_mut(py);
-            if st.conn_lost > 0 {
-                return Ok(());
+        for _ in 0..DATAGRAMS_PER_READY {
+            let protocol = {
+                let st = core.st.borrow_mut(py);
+                if st.conn_lost > 0 || !st.wants_read() {
+                    return Ok(());
+                }
+                match &st.protocol {
+                    Some(p) => p.clone_ref(py),
+                    None => return Ok(()),
+                }
+            };
+            match core.receive(py) {
+                Ok(Some((data, from))) => {
+                    // An exception from the protocol goes to the loop's exception handler.
+                    protocol
+                        .bind(py)
+                        .call_method1(intern!(py, "datagram_received"), (data, from))?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) if e.is_instance_of::<PyOSError>(py) => {
+                    protocol
+                        .bind(py)
+                        .call_method1(intern!(py, "error_received"), (e.value(py),))?;
+                    return Ok(());
+                }
+                Err(e) => return Self::fatal(slf, e, "Fatal read error on datagram transport"),
             }
-            match &st.protocol {
-                Some(p) => p.clone_ref(py),
-                None => return Ok(()),
-            }
-        };
-        match core.receive(py) {
-            Ok(Some((data, from))) => {
-                // An exception from the protocol goes to the loop's exception handler.
-                protocol
-                    .bind(py)
-                    .call_method1(intern!(py, "datagram_received"), (data, from))?;
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) if e.is_instance_of::<PyOSError>(py) => {
-                protocol
-                    .bind(py)
-                    .call_method1(intern!(py, "error_received"), (e.value(py),))?;
-                Ok(())
-            }
-            Err(e) => Self::fatal(slf, e, "Fatal read error on datagram transport"),
         }
+        Ok(())
     }
 
     #[pyo3(signature = (data, addr=None))]

@@ -271,6 +271,55 @@ def test_send_os_error_goes_to_error_received(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.000.000.001", "0177.0.0.1", "127.1", "localhost", "0x7f.0.0.1"],
+)
+def test_sendto_address_spellings(loop, host):
+    # The socket module reads a dotted quad with inet_pton, and anything else (leading zeros,
+    # octal, short forms, names) through getaddrinfo: every spelling reaches 127.0.0.1.
+    async def main():
+        receiver, inbox = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        sender, outbox = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        port = receiver.get_extra_info("sockname")[1]
+        sender.sendto(b"to " + host.encode(), (host, port))
+        data, addr = await wait(inbox.queue.get())
+        assert (data, addr) == (b"to " + host.encode(), sender.get_extra_info("sockname"))
+        for t, p in ((sender, outbox), (receiver, inbox)):
+            t.close()
+            await wait(p.lost)
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize(
+    ("address", "error"),
+    [
+        (("127.0.0.1", 70000), OverflowError),
+        (("127.0.0.1", -1), OverflowError),
+        (("127.0.0.1", "9"), TypeError),
+        (("127.0.0.1",), TypeError),
+        (("127.0.0.1", 9, 0), TypeError),
+        ((b"127.0.0.1", 9.5), TypeError),
+    ],
+)
+def test_bad_ipv4_address_is_a_fatal_error(loop, handler_calls, address, error):
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(DatagramRecorder, local_addr=("127.0.0.1", 0))
+        )
+        transport.sendto(b"x", address)
+        exc = await wait(proto.lost)
+        assert isinstance(exc, error)
+
+    loop.run_until_complete(main())
+    assert [c["message"] for c in handler_calls] == ["Fatal write error on datagram transport"]
+
+
 def test_bad_address_is_a_fatal_error(loop, handler_calls):
     async def main():
         transport, proto = await wait(
@@ -306,6 +355,50 @@ def test_pause_and_resume_reading(loop):
         assert not transport.is_reading()
         assert transport._paused is True  # closing does not resume
         await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("action", ["pause", "close", "swap"])
+def test_no_datagram_after_the_protocol_stops_reading(loop, action):
+    # Many datagrams wait in the socket; the protocol pauses reading, closes the transport or
+    # hands it to another protocol in its first datagram_received: nothing more reaches it.
+    class StopAfterFirst(DatagramRecorder):
+        stopped = False
+
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            if self.stopped:
+                return
+            self.stopped = True
+            if action == "pause":
+                self.transport.pause_reading()
+            elif action == "close":
+                self.transport.close()
+            else:
+                self.transport.set_protocol(self.successor)
+
+    async def main():
+        transport, proto = await wait(
+            loop.create_datagram_endpoint(StopAfterFirst, local_addr=("127.0.0.1", 0))
+        )
+        proto.successor = DatagramRecorder()
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            for i in range(20):
+                peer.sendto(b"%d" % i, transport.get_extra_info("sockname"))
+            await asyncio.sleep(0.05)
+            assert proto.queue.qsize() == 1
+            if action == "pause":
+                transport.resume_reading()
+                await asyncio.sleep(0.05)
+                assert proto.queue.qsize() == 20
+                transport.close()
+            elif action == "swap":
+                assert proto.successor.queue.qsize() == 19
+                transport.close()
+                await asyncio.sleep(0.01)
+                return
+            await wait(proto.lost)
 
     loop.run_until_complete(main())
 
