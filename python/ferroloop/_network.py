@@ -89,9 +89,10 @@ class NetworkMixin:
         return _stream_transport(sock)(self, sock, protocol, waiter, extra, server)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
-        if sock.family in DATAGRAM_FAMILIES:
+        if sock.family in DATAGRAM_FAMILIES and _moves_bytes_natively(sock, _DATAGRAM_IO):
             return DatagramTransport(self, sock, protocol, address, waiter, extra)
-        # Another family (AF_PACKET, AF_NETLINK...): the stdlib's transport over the fd table.
+        # Another family (AF_PACKET, AF_NETLINK...), or a socket of a subclass that moves bytes
+        # its own way: the stdlib's transport over the fd table.
         return selector_events._SelectorDatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
@@ -194,18 +195,25 @@ class _Registrations:
         return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
 
 
-# What the stdlib's socket transport calls on its socket to move bytes.
-_SOCKET_IO = tuple(
-    m for m in ("recv", "recv_into", "send", "sendmsg", "shutdown") if hasattr(socket.socket, m)
-)
+# What the stdlib's stream and datagram transports call on their socket to move bytes.
+_STREAM_IO = ("recv", "recv_into", "send", "sendmsg", "shutdown")
+_DATAGRAM_IO = ("recvfrom", "recvfrom_into", "send", "sendto")
+
+
+def _moves_bytes_natively(sock, methods):
+    """Whether the native core may read and write `sock`'s fd itself: unless the socket is of
+    a subclass with its own way of reading or writing, which the stdlib's transports call and
+    the native core would bypass."""
+    cls = type(sock)
+    return cls is socket.socket or all(
+        getattr(cls, m, None) is getattr(socket.socket, m, None) for m in methods
+    )
 
 
 def _stream_transport(sock):
-    """The transport class for a stream socket: the native one, unless the socket is of a
-    subclass with its own way of reading or writing (which the stdlib's transport calls, and
-    the native core, working on the fd, would bypass): then the stdlib's, over the fd table."""
-    cls = type(sock)
-    if cls is socket.socket or all(getattr(cls, m, None) is getattr(socket.socket, m) for m in _SOCKET_IO):
+    """The transport class for a stream socket: the native one, or for a socket that moves
+    bytes its own way the stdlib's, over the fd table."""
+    if _moves_bytes_natively(sock, _STREAM_IO):
         return SocketTransport
     return selector_events._SelectorSocketTransport
 

@@ -78,3 +78,15 @@ class TrackedSocket(socket.socket):
     def sendmsg(self, *args):
         self.used.add("send")
         return super().sendmsg(*args)
+
+    def recvfrom(self, *args):
+        self.used.add("recv")
+        return super().recvfrom(*args)
+
+    def recvfrom_into(self, *args):
+        self.used.add("recv")
+        return super().recvfrom_into(*args)
+
+    def sendto(self, *args):
+        self.used.add("send")
+        return super().sendto(*args)

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from _netutil import PAUSE_RESUME_CLOSE_LOG, DatagramRecorder, pause_resume_close_logged, wait
-from _sockutil import closing
+from _sockutil import TrackedSocket, closing
 
 HAS_IPV6 = socket.has_ipv6
 
@@ -294,6 +294,26 @@ def test_sendto_address_spellings(loop, host):
             await wait(p.lost)
 
     loop.run_until_complete(main())
+
+
+def test_socket_subclass_receives_and_sends_through_its_methods(loop):
+    async def main():
+        sock = TrackedSocket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        transport, proto = await wait(loop.create_datagram_endpoint(DatagramRecorder, sock=sock))
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.bind(("127.0.0.1", 0))
+            peer.sendto(b"ping", sock.getsockname())
+            assert await wait(proto.queue.get()) == (b"ping", peer.getsockname())
+            transport.sendto(b"pong", peer.getsockname())
+            peer.settimeout(5)
+            assert peer.recvfrom(10) == (b"pong", sock.getsockname())
+        transport.close()
+        await wait(proto.lost)
+        return sorted(sock.used)
+
+    assert loop.run_until_complete(main()) == ["recv", "send"]
 
 
 @pytest.mark.parametrize(
