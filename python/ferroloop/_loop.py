@@ -109,6 +109,26 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         self._prev_wakeup_fd = -1
         self._init_network()
         self.set_debug(coroutines._is_debug_mode())
+        self._set_custom_time(self._subclass_time())
+
+    # The scheduler reads the native clock, unless `time` is overridden: in a subclass, or on the
+    # instance (as `mock.patch.object(loop, "time")` does). Then it asks `self.time()` for every
+    # deadline, as the stdlib's loop does. (Setting and deleting are watched rather than the
+    # instance's `__dict__` looked at: reading `__dict__` makes every attribute lookup on the
+    # loop slower from then on.)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "time":
+            self._set_custom_time(True)
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        if name == "time":
+            self._set_custom_time(self._subclass_time())
+
+    def _subclass_time(self):
+        return type(self).time is not LoopCore.time
 
     def __repr__(self):
         return (

@@ -376,6 +376,9 @@ impl Handle {
 #[pyclass(frozen, extends = Handle, module = "ferroloop._core", name = "TimerHandle")]
 pub struct TimerHandle {
     pub(crate) when: f64,
+    /// The deadline as given when it was not a `float` (`call_at(10, ...)`): the stdlib keeps the
+    /// object, so `when()` answers with it.
+    when_obj: Option<Py<PyAny>>,
     /// Order among timers with the same deadline; set when the timer enters the heap.
     seq: AtomicU64,
     /// True while the handle sits in its loop's timer heap.
@@ -384,9 +387,10 @@ pub struct TimerHandle {
 }
 
 impl TimerHandle {
-    pub(crate) fn new(when: f64, cancelled_timers: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(when: f64, when_obj: Option<Py<PyAny>>, cancelled_timers: Arc<AtomicUsize>) -> Self {
         TimerHandle {
             when,
+            when_obj,
             seq: AtomicU64::new(0),
             scheduled: AtomicBool::new(false),
             cancelled_timers,
@@ -416,12 +420,20 @@ impl TimerHandle {
     pub(crate) fn set_scheduled(&self, value: bool) {
         self.scheduled.store(value, Ordering::Relaxed);
     }
+
+    /// The deadline as Python sees it: the object it was given as, or a float.
+    fn when_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match &self.when_obj {
+            Some(obj) => obj.bind(py).clone(),
+            None => PyFloat::new(py, self.when).into_any(),
+        }
+    }
 }
 
 #[pymethods]
 impl TimerHandle {
-    fn when(&self) -> f64 {
-        self.when
+    fn when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.when_py(py)
     }
 
     /// `asyncio.TimerHandle`; see `Handle.__class__`.
@@ -431,8 +443,8 @@ impl TimerHandle {
     }
 
     #[getter]
-    fn _when(&self) -> f64 {
-        self.when
+    fn _when<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.when_py(py)
     }
 
     #[getter]
@@ -442,7 +454,7 @@ impl TimerHandle {
 
     /// `hash(self._when)`, as `asyncio.TimerHandle`: equal timers hash alike.
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        PyFloat::new(py, self.when).hash()
+        self.when_py(py).hash()
     }
 
     /// `asyncio.TimerHandle`'s ordering: by deadline against any timer handle (this loop's or
@@ -453,7 +465,7 @@ impl TimerHandle {
         if !other.is_instance(TIMER_HANDLE.import(py, "asyncio.events", "TimerHandle")?)? {
             return Ok(py.NotImplemented());
         }
-        let mine = PyFloat::new(py, slf.get().when).into_any();
+        let mine = slf.get().when_py(py);
         let theirs = other.getattr(intern!(py, "_when"))?;
         let equal = || -> PyResult<bool> {
             let same = |name: &Bound<'py, pyo3::types::PyString>| -> PyResult<bool> {
@@ -476,8 +488,9 @@ impl TimerHandle {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        // Python's float repr ("100.0", "1e-07"), not Rust's ("100", "0.0000001").
-        let when = PyFloat::new(slf.py(), slf.get().when).repr()?;
+        // `str(self._when)`, as the stdlib writes it: Python's float text ("100.0", "1e-07"),
+        // not Rust's ("100", "0.0000001"), or the object's own for another type.
+        let when = slf.get().when_py(slf.py()).str()?;
         let name = slf.get_type().name()?.to_string();
         slf.as_super()
             .get()

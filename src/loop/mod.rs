@@ -116,6 +116,9 @@ pub struct LoopCore {
     /// its queues hold is alive (see `__traverse__`).
     running: AtomicBool,
     debug: AtomicBool,
+    /// `time` is overridden (on the instance, as `mock.patch.object` does, or in a subclass):
+    /// the scheduler then reads the clock through `self.time()`, as the stdlib's does.
+    custom_time: AtomicBool,
     cancelled_timers: Arc<AtomicUsize>,
     /// `set_task_factory`'s factory, called by `create_task` (through Python in debug mode).
     task_factory: GilCell<Option<Py<PyAny>>>,
@@ -169,6 +172,26 @@ impl LoopCore {
     #[inline]
     fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
+    }
+
+    /// The loop's clock: the native monotonic clock, or `self.time()` when it is overridden.
+    #[inline]
+    pub(crate) fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        if slf.get().custom_time.load(Ordering::Relaxed) {
+            Self::custom_now(slf)?.extract()
+        } else {
+            Ok(sys::monotonic())
+        }
+    }
+
+    /// `self.time()`, when it is overridden (see `custom_time`).
+    pub(crate) fn custom_now<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.call_method0(intern!(slf.py(), "time"))
+    }
+
+    #[inline]
+    pub(crate) fn has_custom_time(&self) -> bool {
+        self.custom_time.load(Ordering::Relaxed)
     }
 
     /// After `fork()` the child shares the parent's epoll instance; using it would change the
@@ -307,6 +330,7 @@ impl LoopCore {
     pub(crate) fn push_timer(
         slf: &Bound<'_, Self>,
         when: f64,
+        when_obj: Option<Py<PyAny>>,
         callback: Py<PyAny>,
         args: CallArgs,
         context: Option<Py<PyAny>>,
@@ -316,7 +340,7 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         let handle = Handle::new(py, callback, args, context, true)?;
-        let timer = TimerHandle::new(when, core.cancelled_timers.clone());
+        let timer = TimerHandle::new(when, when_obj, core.cancelled_timers.clone());
         let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
         if core.is_debug() {
             Self::debug_hook(slf, timer.bind(py).as_any(), method)?;
@@ -580,6 +604,7 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             running: AtomicBool::new(false),
             debug: AtomicBool::new(false),
+            custom_time: AtomicBool::new(false),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             task_factory: GilCell::new(None),
             thread_id: GilCell::new(None),
@@ -697,6 +722,10 @@ impl LoopCore {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    fn _set_custom_time(&self, custom: bool) {
+        self.custom_time.store(custom, Ordering::Relaxed);
     }
 
     fn _set_debug_flag(&self, enabled: bool) {

@@ -43,6 +43,12 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     core.ensure_own_poller(py)?;
 
     let mut released: Vec<Py<Handle>> = Vec::new();
+    // An overriding `time()` is Python code: asked before the state is borrowed.
+    let custom_now = if core.has_custom_time() {
+        Some(LoopCore::now(slf)?)
+    } else {
+        None
+    };
     let poll_timeout = {
         let mut st = core.state(py);
         if st.timers.len() > 0 {
@@ -59,7 +65,8 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             (st.io.len() > 0).then_some(Some(Duration::ZERO))
         } else {
             st.sleeping = true;
-            Some(st.timers.next_when().map(|when| timeout_until(when, sys::monotonic())))
+            let now = || custom_now.unwrap_or_else(sys::monotonic);
+            Some(st.timers.next_when().map(|when| timeout_until(when, now())))
         }
     };
     finish_all(py, std::mem::take(&mut released));
@@ -70,11 +77,18 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 
     // Timers due by now (within the clock's resolution) become ready in deadline order, then the
     // whole ready queue becomes this turn's batch.
+    let now = if !core.has_custom_time() {
+        None
+    } else if core.state(py).timers.len() > 0 {
+        Some(LoopCore::now(slf)?)
+    } else {
+        None
+    };
     {
         let mut st = core.state(py);
         let st = &mut *st;
         if st.timers.len() > 0 {
-            let end = sys::monotonic() + core.clock_resolution;
+            let end = now.unwrap_or_else(sys::monotonic) + core.clock_resolution;
             let ready = &mut st.ready;
             st.timers.drain_due(end, |timer| {
                 let base: Py<Handle> = timer.into_bound(py).into_super().unbind();

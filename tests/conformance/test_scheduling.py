@@ -292,6 +292,18 @@ def test_timer_when_matches_call_at(loop):
     handle.cancel()
 
 
+@pytest.mark.parametrize("when", [10**9, True, fractions.Fraction(10**10, 3)])
+def test_timer_keeps_a_deadline_that_is_not_a_float(loop, when):
+    # call_at(int) keeps the int: when(), _when, the repr and the hash are the given object's.
+    handle = loop.call_at(when, print)
+    assert type(handle.when()) is type(when) and handle.when() == when
+    assert type(handle._when) is type(when)
+    assert f"when={when} " in repr(handle)
+    assert hash(handle) == hash(when)
+    assert handle < loop.call_at(float(when) + 1, print)
+    handle.cancel()
+
+
 def test_timer_when_for_call_later(loop):
     before = loop.time()
     handle = loop.call_later(2.0, lambda: None)
@@ -513,3 +525,50 @@ def test_handle_run_reports_what_the_callback_raises(loop, handler_calls):
     context = handler_calls[0]
     assert context["message"].startswith("Exception in callback ")
     assert isinstance(context["exception"], ZeroDivisionError) and context["handle"] is handle
+
+
+def test_a_patched_clock_drives_the_timers(loop):
+    # The scheduler asks loop.time(), so a test that moves the clock on with mock.patch.object
+    # makes due timers fire (and call_later counts from the patched clock).
+    from unittest import mock
+
+    fired = []
+
+    async def main():
+        loop.call_later(3600, fired.append, "hour")
+        far = loop.call_later(7200, fired.append, "two hours")
+        now = loop.time()
+        with mock.patch.object(loop, "time", return_value=now + 3601):
+            later = loop.call_later(10, print)
+            assert later.when() == now + 3611
+            later.cancel()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        assert fired == ["hour"]
+        assert not far.cancelled()
+        far.cancel()
+
+    loop.run_until_complete(main())
+
+
+def test_a_subclass_clock_drives_the_timers(loop_type):
+    class Shifted(loop_type):
+        shift = 0.0
+
+        def time(self):
+            return super().time() + self.shift
+
+    loop = Shifted()
+    try:
+        fired = []
+
+        async def main():
+            loop.call_later(3600, fired.append, "hour")
+            loop.shift = 3601.0
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return fired
+
+        assert loop.run_until_complete(main()) == ["hour"]
+    finally:
+        loop.close()
