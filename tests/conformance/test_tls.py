@@ -178,6 +178,23 @@ def test_ssl_true_uses_default_context(loop, certs, failed_server_handshakes):
     loop.run_until_complete(main())
 
 
+async def _ping(server, connecting):
+    """Awaits ``connecting`` (a client connection to the echoing ``server``), writes b"ping",
+    waits for the echo, closes the connection and the server; returns what came back."""
+    transport, client = await connecting
+    transport.write(b"ping")
+    await client.wait_for_data(4)
+    transport.close()
+    await client.lost
+    await _close_server(server)
+    return bytes(client.data)
+
+
+def _over(loop, certs, sock):
+    """A verified TLS connection over the connected ``sock``."""
+    return loop.create_connection(Peer, sock=sock, ssl=certs.client_context(), server_hostname=SERVER_NAME)
+
+
 def test_create_connection_over_given_socket(loop, certs):
     async def main():
         server, port = await _tls_server(loop, certs, Collect(echo=True))
@@ -185,15 +202,7 @@ def test_create_connection_over_given_socket(loop, certs):
         with pytest.raises(ValueError):
             # Without a host there is nothing to verify against.
             await loop.create_connection(Peer, sock=sock, ssl=certs.client_context())
-        transport, client = await loop.create_connection(
-            Peer, sock=sock, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
-        transport.write(b"ping")
-        await client.wait_for_data(4)
-        transport.close()
-        await client.lost
-        await _close_server(server)
-        return bytes(client.data)
+        return await _ping(server, _over(loop, certs, sock))
 
     assert loop.run_until_complete(main()) == b"ping"
 
@@ -204,15 +213,7 @@ def test_socket_subclass_reads_and_writes_through_its_methods(loop, certs):
         sock = TrackedSocket()
         sock.connect(("127.0.0.1", port))
         sock.setblocking(False)
-        transport, client = await loop.create_connection(
-            Peer, sock=sock, ssl=certs.client_context(), server_hostname=SERVER_NAME
-        )
-        transport.write(b"ping")
-        await client.wait_for_data(4)
-        transport.close()
-        await client.lost
-        await _close_server(server)
-        return bytes(client.data), sorted(sock.used)
+        return await _ping(server, _over(loop, certs, sock)), sorted(sock.used)
 
     assert loop.run_until_complete(main()) == (b"ping", ["recv", "send"])
 
@@ -899,15 +900,8 @@ def test_context_sslobject_class_is_used_for_records(loop, certs):
         server, port = await _tls_server(loop, certs, servers)
         ctx = certs.client_context()
         ctx.sslobject_class = CountingSSLObject
-        transport, client = await loop.create_connection(
-            Peer, "127.0.0.1", port, ssl=ctx, server_hostname=SERVER_NAME
-        )
-        transport.write(b"ping")
-        await client.wait_for_data(4)
-        transport.close()
-        await client.lost
-        await _close_server(server)
-        return bytes(client.data)
+        connecting = loop.create_connection(Peer, "127.0.0.1", port, ssl=ctx, server_hostname=SERVER_NAME)
+        return await _ping(server, connecting)
 
     assert loop.run_until_complete(main()) == b"ping"
     assert calls["write"] >= 1
