@@ -274,9 +274,10 @@ pub(super) fn callback_failed(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>, er
 fn run_handle_debug(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>) -> PyResult<()> {
     let py = slf.py();
     slf.setattr(intern!(py, "_current_handle"), handle)?;
-    let start = sys::monotonic();
+    // The loop's clock, as the stdlib times callbacks (`self.time()`, which may be overridden).
+    let start = LoopCore::now(slf)?;
     let result = run_handle(slf, handle);
-    let elapsed = sys::monotonic() - start;
+    let elapsed = LoopCore::now(slf)? - start;
     slf.setattr(intern!(py, "_current_handle"), py.None())?;
     let threshold: f64 = slf.getattr(intern!(py, "slow_callback_duration"))?.extract()?;
     if elapsed >= threshold {

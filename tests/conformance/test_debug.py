@@ -52,6 +52,31 @@ def test_slow_callback_warning(loop, caplog):
     assert record.levelno == logging.WARNING
 
 
+def test_slow_callbacks_are_timed_by_the_loops_clock(loop_type, caplog):
+    # A callback is timed with loop.time(): a subclass whose clock jumps while the callback runs
+    # makes an instant callback slow.
+    class Jumping(loop_type):
+        offset = 0.0
+
+        def time(self):
+            return super().time() + self.offset
+
+    loop = Jumping()
+    try:
+        loop.set_debug(True)
+
+        def jump():
+            loop.offset += 5.0
+
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            loop.call_soon(jump)
+            run_briefly(loop)
+        messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+        assert [m for m in messages if re.search(r"Executing .*jump.* took 5\.\d{3} seconds", m)], messages
+    finally:
+        loop.close()
+
+
 def test_no_slow_callback_warning_for_fast_callbacks(loop, caplog):
     loop.set_debug(True)
     loop.slow_callback_duration = 0.5
