@@ -534,8 +534,7 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
 
     def _note_fileobj(self, fileno, fileobj):
         if isinstance(fileobj, int):
-            if self._fileobjs and fileno in self._fileobjs and self._fd_handles(fileno) == (None, None):
-                del self._fileobjs[fileno]
+            self._forget_fileobj(fileno)
         elif self._fd_handles(fileno) == (None, None):
             self._fileobjs[fileno] = fileobj
 

@@ -26,11 +26,11 @@ from asyncio import base_events, constants, futures, protocols, streams, transpo
 from asyncio.log import logger
 
 from ._core import DatagramCore, ReadPipeCore, StreamCore, WritePipeCore
+from ._sockets import _INET_FAMILIES
 
 # A socket's family and type as plain ints: `socket.socket`'s properties build enums.
 _sock_family = _socket.socket.family.__get__
 _sock_type = _socket.socket.type.__get__
-_INET = (socket.AF_INET, socket.AF_INET6) if hasattr(socket, "AF_INET6") else (socket.AF_INET,)
 
 
 def _set_nodelay(sock):
@@ -38,7 +38,7 @@ def _set_nodelay(sock):
         family, kind = _sock_family(sock), _sock_type(sock)
     else:
         family, kind = sock.family, sock.type
-    if family in _INET and kind == socket.SOCK_STREAM:
+    if family in _INET_FAMILIES and kind == socket.SOCK_STREAM:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:

@@ -119,14 +119,14 @@ fn call_later<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bo
     let (when, when_obj) = if slf.get().has_custom_time() {
         // `self.time() + delay`, with whatever the overriding `time` returns.
         let when = LoopCore::custom_now(slf)?.add(delay)?;
-        (when.extract::<f64>()?, exact_float(&when))
+        (when.extract::<f64>()?, unless_float(&when))
     } else if delay.is_instance_of::<PyFloat>() || delay.is_instance_of::<PyInt>() {
         (sys::monotonic() + delay.extract::<f64>()?, None)
     } else {
         // `loop.time() + delay`, as the stdlib computes it: a `Fraction` is accepted, while
         // an object that only converts to a number (`Decimal`, `__index__`) is a TypeError.
         let when = PyFloat::new(slf.py(), sys::monotonic()).add(delay)?;
-        (when.extract::<f64>()?, exact_float(&when))
+        (when.extract::<f64>()?, unless_float(&when))
     };
     // The stdlib's call_later goes through call_at, and its debug-mode errors say so.
     let timer = LoopCore::push_timer(slf, when, when_obj, c.callback, c.args, c.context, "call_at")?;
@@ -140,15 +140,16 @@ fn call_at<'py>(slf: &Bound<'py, PyAny>, a: FastArgs<'_, 'py>) -> PyResult<Bound
     if when.is_none() {
         return Err(PyTypeError::new_err("when cannot be None"));
     }
-    let when_obj = exact_float(&when);
+    let when_obj = unless_float(&when);
     let when = when.extract::<f64>()?;
     let timer = LoopCore::push_timer(slf, when, when_obj, c.callback, c.args, c.context, "call_at")?;
     Ok(timer.into_bound(slf.py()).into_any())
 }
 
-/// A deadline that is not exactly a `float`, kept for `TimerHandle.when()` (see `TimerHandle`).
+/// The deadline object itself unless it is exactly a `float`, kept for `TimerHandle.when()`
+/// (see `TimerHandle`).
 #[inline]
-fn exact_float(when: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+fn unless_float(when: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
     (!when.is_exact_instance_of::<PyFloat>()).then(|| when.clone().unbind())
 }
 

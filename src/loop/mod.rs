@@ -177,10 +177,17 @@ impl LoopCore {
     /// The loop's clock: the native monotonic clock, or `self.time()` when it is overridden.
     #[inline]
     pub(crate) fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
-        if slf.get().custom_time.load(Ordering::Relaxed) {
-            Self::custom_now(slf)?.extract()
+        Ok(Self::overridden_now(slf)?.unwrap_or_else(sys::monotonic))
+    }
+
+    /// `self.time()` when `time` is overridden, else `None` (the native clock applies). Python
+    /// code, so it is asked with no state borrowed.
+    #[inline]
+    pub(crate) fn overridden_now(slf: &Bound<'_, Self>) -> PyResult<Option<f64>> {
+        if slf.get().has_custom_time() {
+            Self::custom_now(slf)?.extract().map(Some)
         } else {
-            Ok(sys::monotonic())
+            Ok(None)
         }
     }
 

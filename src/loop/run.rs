@@ -43,12 +43,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     core.ensure_own_poller(py)?;
 
     let mut released: Vec<Py<Handle>> = Vec::new();
-    // An overriding `time()` is Python code: asked before the state is borrowed.
-    let custom_now = if core.has_custom_time() {
-        Some(LoopCore::now(slf)?)
-    } else {
-        None
-    };
+    let custom_now = LoopCore::overridden_now(slf)?;
     let poll_timeout = {
         let mut st = core.state(py);
         if st.timers.len() > 0 {
@@ -65,8 +60,11 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             (st.io.len() > 0).then_some(Some(Duration::ZERO))
         } else {
             st.sleeping = true;
-            let now = || custom_now.unwrap_or_else(sys::monotonic);
-            Some(st.timers.next_when().map(|when| timeout_until(when, now())))
+            Some(
+                st.timers
+                    .next_when()
+                    .map(|when| timeout_until(when, custom_now.unwrap_or_else(sys::monotonic))),
+            )
         }
     };
     finish_all(py, std::mem::take(&mut released));
@@ -76,19 +74,14 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     }
 
     // Timers due by now (within the clock's resolution) become ready in deadline order, then the
-    // whole ready queue becomes this turn's batch.
-    let now = if !core.has_custom_time() {
-        None
-    } else if core.state(py).timers.len() > 0 {
-        Some(LoopCore::now(slf)?)
-    } else {
-        None
-    };
+    // whole ready queue becomes this turn's batch. "Now" is read after the poll, as the stdlib's
+    // `end_time = self.time() + clock_resolution`.
+    let custom_now = LoopCore::overridden_now(slf)?;
     {
         let mut st = core.state(py);
         let st = &mut *st;
         if st.timers.len() > 0 {
-            let end = now.unwrap_or_else(sys::monotonic) + core.clock_resolution;
+            let end = custom_now.unwrap_or_else(sys::monotonic) + core.clock_resolution;
             let ready = &mut st.ready;
             st.timers.drain_due(end, |timer| {
                 let base: Py<Handle> = timer.into_bound(py).into_super().unbind();

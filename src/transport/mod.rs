@@ -577,11 +577,7 @@ impl StreamCore {
         check_bytes_like(data)?;
         let core = slf.get();
         Self::check_writable(&core.st.borrow_mut(py), "write")?;
-        if let Ok(bytes) = data.cast::<PyBytes>() {
-            let outcome = core.write_bytes(py, bytes.as_bytes(), Some(bytes));
-            return Self::after_write(slf, outcome);
-        }
-        let outcome = match ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes, None)) {
+        let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
             // Not a contiguous buffer: the stdlib takes it and fails to send it, which is fatal.
             Err(e) if core.st.borrow_mut(py).conn_lost == 0 => {

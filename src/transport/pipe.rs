@@ -19,9 +19,9 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
 use super::gate::ReadGate;
-use super::wbuf::WriteBuffer;
+use super::wbuf::{self, WriteBuffer};
 use super::{MAX_READ, READ_BUF};
-use crate::ffi::{self, GilCell};
+use crate::ffi::GilCell;
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
 
@@ -364,11 +364,7 @@ impl WritePipeCore {
             // The stdlib asserts this.
             return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
-        let outcome = match data.cast::<PyBytes>() {
-            Ok(b) => Ok(core.write_bytes(py, b.as_bytes(), Some(b))),
-            Err(_) => ffi::with_bytes(data, |bytes| core.write_bytes(py, bytes, None)),
-        };
-        let outcome = match outcome {
+        let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
             // A buffer that cannot be read whole (a non-contiguous view), as the stdlib fails
             // on it: raised to the caller when it would be buffered, fatal when written at once.

@@ -40,6 +40,19 @@ impl Chunk {
     }
 }
 
+/// Calls `f` with the contiguous bytes of `data`, and with `data` itself when it is a `bytes`
+/// object (which `WriteBuffer::push` then keeps instead of copying); fails as
+/// `ffi::with_bytes` does for what is not a contiguous buffer.
+pub(crate) fn with_data<R>(
+    data: &Bound<'_, PyAny>,
+    f: impl FnOnce(&[u8], Option<&Bound<'_, PyBytes>>) -> R,
+) -> PyResult<R> {
+    match data.cast::<PyBytes>() {
+        Ok(bytes) => Ok(f(bytes.as_bytes(), Some(bytes))),
+        Err(_) => crate::ffi::with_bytes(data, |bytes| f(bytes, None)),
+    }
+}
+
 /// No memory to buffer the data.
 pub(crate) struct NoMemory;
 
