@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from _looputil import run_briefly
+from _looputil import run_briefly, shifted_clock_loop
 
 
 def _debug_from_environment():
@@ -55,18 +55,12 @@ def test_slow_callback_warning(loop, caplog):
 def test_slow_callbacks_are_timed_by_the_loops_clock(loop_type, caplog):
     # A callback is timed with loop.time(): a subclass whose clock jumps while the callback runs
     # makes an instant callback slow.
-    class Jumping(loop_type):
-        offset = 0.0
-
-        def time(self):
-            return super().time() + self.offset
-
-    loop = Jumping()
+    loop = shifted_clock_loop(loop_type)
     try:
         loop.set_debug(True)
 
         def jump():
-            loop.offset += 5.0
+            loop.shift += 5.0
 
         with caplog.at_level(logging.WARNING, logger="asyncio"):
             loop.call_soon(jump)

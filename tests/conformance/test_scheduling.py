@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from _looputil import run_briefly
+from _looputil import run_briefly, shifted_clock_loop
 
 
 def test_call_soon_fifo_with_args(loop):
@@ -552,13 +552,7 @@ def test_a_patched_clock_drives_the_timers(loop):
 
 
 def test_a_subclass_clock_drives_the_timers(loop_type):
-    class Shifted(loop_type):
-        shift = 0.0
-
-        def time(self):
-            return super().time() + self.shift
-
-    loop = Shifted()
+    loop = shifted_clock_loop(loop_type)
     try:
         fired = []
 
