@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import gc
+import os
 import selectors
 import signal
 import socket
@@ -57,6 +58,14 @@ def _sweep_before_collection(phase, info):
 
 
 gc.callbacks.append(_sweep_before_collection)
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _run_until_complete_cb(fut):
@@ -509,9 +518,9 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         self._add_reader(fileno, callback, *args)
 
     def remove_reader(self, fd):
-        fileno = self._registered_fileno(fd)
+        fileno, closed = self._registered_fileno(fd)
         removed = self._remove_reader(fileno)
-        self._forget_fileobj(fileno)
+        self._forget_fileobj(fileno, closed)
         return removed
 
     def add_writer(self, fd, callback, *args):
@@ -522,9 +531,9 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         self._add_writer(fileno, callback, *args)
 
     def remove_writer(self, fd):
-        fileno = self._registered_fileno(fd)
+        fileno, closed = self._registered_fileno(fd)
         removed = self._remove_writer(fileno)
-        self._forget_fileobj(fileno)
+        self._forget_fileobj(fileno, closed)
         return removed
 
     # A selector keeps the object an fd was first registered with until the fd is unregistered,
@@ -538,22 +547,35 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         elif self._fd_handles(fileno) == (None, None):
             self._fileobjs[fileno] = fileobj
 
-    def _forget_fileobj(self, fileno):
-        if self._fileobjs and fileno in self._fileobjs and self._fd_handles(fileno) == (None, None):
+    def _forget_fileobj(self, fileno, closed=False):
+        if not self._fileobjs or fileno not in self._fileobjs:
+            return
+        if self._fd_handles(fileno) == (None, None):
             del self._fileobjs[fileno]
+        elif closed:
+            # Half of the registration of a closed object was removed and the other half stays.
+            # The selector then modifies the fd's epoll entry, which the kernel already dropped
+            # with the file: the OSError propagates and the selector forgets the whole
+            # registration.
+            self._remove_reader(fileno)
+            self._remove_writer(fileno)
+            del self._fileobjs[fileno]
+            code = errno.ENOENT if _is_open(fileno) else errno.EBADF
+            raise OSError(code, os.strerror(code))
 
     def _registered_fileno(self, fileobj):
-        """The fd to remove a registration of: `fileobj`'s own, else the registered fd that
-        `fileobj` was registered as (whose transports the selector loop does not check)."""
+        """The fd to remove a registration of, and whether `fileobj` no longer has one: its own
+        fd, else the fd that `fileobj` was registered as (whose transports the selector loop
+        does not check)."""
         try:
             fileno = selectors._fileobj_to_fd(fileobj)
         except ValueError:
             for fileno, obj in self._fileobjs.items():
                 if obj is fileobj and self._fd_handles(fileno) != (None, None):
-                    return fileno
+                    return fileno, True
             raise
         self._ensure_fd_no_transport(fileno)
-        return fileno
+        return fileno, False
 
     # -- signals -----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """add_reader / add_writer / remove_reader / remove_writer."""
 
+import errno
 import os
 import socket
 import threading
@@ -217,6 +218,44 @@ def test_remove_by_the_object_after_it_was_closed(loop, kind):
         # Gone now: the object is unknown again.
         with pytest.raises(ValueError):
             remove(a)
+
+
+@pytest.mark.parametrize("first", ["reader", "writer"])
+def test_removing_half_of_a_closed_objects_registration_fails(loop, first):
+    # With both callbacks registered, removing one makes the selector modify the fd's epoll
+    # entry, which the kernel dropped with the file: EBADF, and the registration is forgotten.
+    a, b = socket.socketpair()
+    with b:
+        loop.add_reader(a, lambda: None)
+        loop.add_writer(a, lambda: None)
+        fd = a.fileno()
+        a.close()
+        with pytest.raises(OSError) as raised:
+            getattr(loop, f"remove_{first}")(a)
+        assert raised.value.errno == errno.EBADF
+        for kind in ("reader", "writer"):
+            with pytest.raises(ValueError):
+                getattr(loop, f"remove_{kind}")(a)
+            assert getattr(loop, f"remove_{kind}")(fd) is False
+
+
+def test_removing_half_of_a_closed_objects_registration_after_fd_reuse(loop):
+    # The fd number now belongs to a new socket that is not registered: ENOENT.
+    a, b = socket.socketpair()
+    with b:
+        loop.add_reader(a, lambda: None)
+        loop.add_writer(a, lambda: None)
+        fd = a.fileno()
+        a.close()
+        with socket.socket() as c:
+            if c.fileno() != fd:
+                pytest.skip("the fd number was not reused")
+            with pytest.raises(FileNotFoundError):
+                loop.remove_writer(a)
+            with pytest.raises(ValueError):
+                loop.remove_reader(a)
+            loop.add_reader(c, lambda: None)
+            assert loop.remove_reader(c) is True
 
 
 def test_closed_object_registered_by_number_is_not_found(loop):
