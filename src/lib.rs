@@ -22,5 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::ReadPipeCore>()?;
     m.add_class::<transport::WritePipeCore>()?;
     m.add_class::<transport::TlsCore>()?;
+    m.add("DEFAULT_HIGH_WATER", transport::DEFAULT_HIGH_WATER)?;
+    m.add("DEFAULT_LOW_WATER", transport::DEFAULT_LOW_WATER)?;
     Ok(())
 }

@@ -98,6 +98,9 @@ class LoopCore:
     def _sweep_parked(self) -> None: ...
     def _queue_sizes(self) -> tuple[int, int]: ...
 
+DEFAULT_HIGH_WATER: int
+DEFAULT_LOW_WATER: int
+
 class StreamCore:
     """The native half of a stream socket transport (see ``ferroloop._transports``)."""
 

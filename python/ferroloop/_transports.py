@@ -25,7 +25,14 @@ import warnings
 from asyncio import base_events, constants, futures, protocols, streams, transports, trsock
 from asyncio.log import logger
 
-from ._core import DatagramCore, ReadPipeCore, StreamCore, WritePipeCore
+from ._core import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_LOW_WATER,
+    DatagramCore,
+    ReadPipeCore,
+    StreamCore,
+    WritePipeCore,
+)
 from ._sockets import _INET_FAMILIES
 
 # A socket's family and type as plain ints: `socket.socket`'s properties build enums.
@@ -98,12 +105,6 @@ def _report_fatal_error(transport, exc, message, quiet):
                 "protocol": transport._protocol,
             }
         )
-
-
-# The stdlib's default write-buffer limits (`_FlowControlMixin._set_write_buffer_limits()`),
-# which a new `StreamCore` also starts with.
-_DEFAULT_HIGH_WATER = 64 * 1024
-_DEFAULT_LOW_WATER = _DEFAULT_HIGH_WATER // 4
 
 
 def _whole_bytes(limit):
@@ -240,8 +241,8 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
         self._extra = {} if extra is None else extra
         self._loop = loop
         self._protocol_paused = False
-        self._high_water = _DEFAULT_HIGH_WATER
-        self._low_water = _DEFAULT_LOW_WATER
+        self._high_water = DEFAULT_HIGH_WATER
+        self._low_water = DEFAULT_LOW_WATER
         self._init_socket(sock)
         self._protocol_connected = False
         self.set_protocol(protocol)

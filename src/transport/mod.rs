@@ -156,6 +156,11 @@ impl State {
     }
 }
 
+/// The stdlib's default write-buffer limits (`_FlowControlMixin._set_write_buffer_limits()`),
+/// which a new stream starts with; the Python side reads them from the module.
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+pub const DEFAULT_LOW_WATER: usize = DEFAULT_HIGH_WATER / 4;
+
 #[pyclass(frozen, module = "ferroloop._core", name = "StreamCore")]
 pub struct StreamCore {
     fd: RawFd,
@@ -442,8 +447,8 @@ impl StreamCore {
                 reads: Reads::Data,
                 transport: Some(transport),
                 wbuf: WriteBuffer::default(),
-                high: 64 * 1024,
-                low: 16 * 1024,
+                high: DEFAULT_HIGH_WATER,
+                low: DEFAULT_LOW_WATER,
                 conn_lost: 0,
                 closing: false,
                 paused: false,
