@@ -169,6 +169,20 @@ def test_equal_deadlines_fire_in_same_iteration(loop):
     assert sorted(calls) == ["a", "b", "c"]
 
 
+def test_equal_deadlines_order(loop, loop_kind):
+    # All run; asyncio promises no order among them. ferroloop runs them as scheduled (its
+    # README says so), the stdlib loop as its heap gives them.
+    calls = []
+    when = loop.time() + 0.005
+    for i in range(8):
+        loop.call_at(when, calls.append, i)
+    loop.call_at(when + 0.001, loop.stop)
+    loop.run_forever()
+    assert sorted(calls) == list(range(8))
+    if loop_kind == "ferroloop":
+        assert calls == list(range(8))
+
+
 def test_cancelling_timer_due_in_same_iteration(loop):
     calls = []
     when = loop.time() + 0.005
