@@ -1,5 +1,6 @@
 """add_reader / add_writer / remove_reader / remove_writer."""
 
+import contextlib
 import errno
 import os
 import socket
@@ -220,16 +221,23 @@ def test_remove_by_the_object_after_it_was_closed(loop, kind):
             remove(a)
 
 
-@pytest.mark.parametrize("first", ["reader", "writer"])
-def test_removing_half_of_a_closed_objects_registration_fails(loop, first):
-    # With both callbacks registered, removing one makes the selector modify the fd's epoll
-    # entry, which the kernel dropped with the file: EBADF, and the registration is forgotten.
+@contextlib.contextmanager
+def _closed_with_both_registered(loop):
+    """A socket registered for reading and writing, then closed: (the socket, its old fd)."""
     a, b = socket.socketpair()
     with b:
         loop.add_reader(a, lambda: None)
         loop.add_writer(a, lambda: None)
         fd = a.fileno()
         a.close()
+        yield a, fd
+
+
+@pytest.mark.parametrize("first", ["reader", "writer"])
+def test_removing_half_of_a_closed_objects_registration_fails(loop, first):
+    # With both callbacks registered, removing one makes the selector modify the fd's epoll
+    # entry, which the kernel dropped with the file: EBADF, and the registration is forgotten.
+    with _closed_with_both_registered(loop) as (a, fd):
         with pytest.raises(OSError) as raised:
             getattr(loop, f"remove_{first}")(a)
         assert raised.value.errno == errno.EBADF
@@ -241,12 +249,7 @@ def test_removing_half_of_a_closed_objects_registration_fails(loop, first):
 
 def test_removing_half_of_a_closed_objects_registration_after_fd_reuse(loop):
     # The fd number now belongs to a new socket that is not registered: ENOENT.
-    a, b = socket.socketpair()
-    with b:
-        loop.add_reader(a, lambda: None)
-        loop.add_writer(a, lambda: None)
-        fd = a.fileno()
-        a.close()
+    with _closed_with_both_registered(loop) as (a, fd):
         with socket.socket() as c:
             if c.fileno() != fd:
                 pytest.skip("the fd number was not reused")
