@@ -3,6 +3,7 @@
 //! `unsafe` block states why it holds.
 
 mod buffer;
+pub mod context;
 pub mod fastcall;
 mod gil_cell;
 
@@ -92,6 +93,13 @@ pub fn run_in_context<'py>(
 pub fn solely_owned<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
     // SAFETY: reading the refcount of a live object with the GIL held.
     unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 1 }
+}
+
+/// Whether `obj` is referenced by exactly two holders.
+#[inline]
+pub fn owned_by_two<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
+    // SAFETY: reading the refcount of a live object with the GIL held.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 2 }
 }
 
 /// A GIL token inside the collector's traversal, which runs with the GIL held but passes none.

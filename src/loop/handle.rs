@@ -49,6 +49,11 @@ pub struct Handle {
     /// Made by `call_soon`/`call_later` & co.: runs once, then lets go of what it holds. Handles
     /// of fd callbacks and signal handlers run again and again and keep theirs.
     one_shot: bool,
+    /// The context is the loop's snapshot of the context the handle was scheduled in, shared with
+    /// other handles (see `LoopCore::context_snapshot`). Such a handle runs in a copy of it of
+    /// its own, made when it runs or when its context is asked for, unless it holds the
+    /// snapshot alone by then.
+    shared_context: AtomicBool,
     fields: GilCell<Fields>,
 }
 
@@ -94,9 +99,21 @@ impl Handle {
             Some(ctx) => ctx,
             None => ffi::copy_context(py)?,
         };
-        Ok(Handle {
+        Ok(Self::with_context(callback, args, context, false, one_shot))
+    }
+
+    /// A handle running in `context`, which is a shared snapshot when `shared`.
+    pub(crate) fn with_context(
+        callback: Py<PyAny>,
+        args: CallArgs,
+        context: Py<PyAny>,
+        shared: bool,
+        one_shot: bool,
+    ) -> Self {
+        Handle {
             cancelled: AtomicBool::new(false),
             one_shot,
+            shared_context: AtomicBool::new(shared),
             fields: GilCell::new(Fields {
                 callback: Some(callback),
                 args: Some(args),
@@ -105,7 +122,29 @@ impl Handle {
                 repr: None,
                 parked: None,
             }),
-        })
+        }
+    }
+
+    /// Whether the context is a shared snapshot; it is the handle's own from now on (the caller
+    /// makes it so).
+    #[inline]
+    pub(crate) fn take_shared_context(&self) -> bool {
+        self.shared_context.load(Ordering::Relaxed) && self.shared_context.swap(false, Ordering::Relaxed)
+    }
+
+    /// Gives the handle a context of its own in place of a shared snapshot: a copy of it.
+    pub(crate) fn own_context(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.take_shared_context() {
+            return Ok(());
+        }
+        let mut f = self.fields.borrow_mut(py);
+        if let Some(shared) = f.context.as_ref() {
+            let copy = ffi::context::copy_of(shared.bind(py))?;
+            let shared = f.context.replace(copy);
+            drop(f);
+            drop(shared);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -310,8 +349,9 @@ impl Handle {
         asyncio_class(slf, "Handle")
     }
 
-    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.field(py, |f| f.context.as_ref())
+    fn get_context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.own_context(py)?;
+        Ok(self.field(py, |f| f.context.as_ref()))
     }
 
     /// Runs the callback in its context, as the loop does: an exception goes to the running
@@ -320,6 +360,7 @@ impl Handle {
     /// `KeyboardInterrupt`, or an exception with no ferroloop running, go to the caller.
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
+        slf.get().own_context(py)?;
         let Some(p) = slf.get().parts(py) else {
             return Ok(());
         };
@@ -352,7 +393,7 @@ impl Handle {
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn _context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.get_context(py)
     }
 

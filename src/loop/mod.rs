@@ -122,6 +122,10 @@ pub struct LoopCore {
     cancelled_timers: Arc<AtomicUsize>,
     /// `set_task_factory`'s factory, called by `create_task` (through Python in debug mode).
     task_factory: GilCell<Option<Py<PyAny>>>,
+    /// The last copy of the current context made for a one-shot handle scheduled without one,
+    /// shared by the handles scheduled since while the context held the same variables (see
+    /// `context_snapshot`).
+    context_snapshot: GilCell<Option<Py<PyAny>>>,
     /// `_thread_id`: the id of the thread running the loop, `None` when it is not running (set
     /// by the Python side around `run_forever`); `is_running()` reads it.
     thread_id: GilCell<Option<Py<PyAny>>>,
@@ -315,7 +319,8 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Py::new(py, Handle::new(py, callback, args, context, true)?)?;
+        let (context, shared) = core.context_for(py, context)?;
+        let handle = Py::new(py, Handle::with_context(callback, args, context, shared, true))?;
         if core.is_debug() {
             Self::debug_hook(slf, handle.bind(py).as_any(), method)?;
         }
@@ -333,6 +338,57 @@ impl LoopCore {
         Ok(handle)
     }
 
+    /// The context a one-shot handle runs in, and whether it is the shared snapshot: the one
+    /// given, else a snapshot of the current context.
+    ///
+    /// The stdlib copies the current context for every such handle. A copy is a garbage-collector
+    /// object, and a timer's lives until it fires: thousands of pending timers made the collector
+    /// run over and over and walk every one of them. Copies of a context that holds the same
+    /// variables are interchangeable until one is entered, so handles scheduled while the
+    /// variables stay the same share one snapshot, and each runs in a copy of its own made when
+    /// it runs (`claim_snapshot`), which is short-lived.
+    #[inline]
+    fn context_for(&self, py: Python<'_>, given: Option<Py<PyAny>>) -> PyResult<(Py<PyAny>, bool)> {
+        if let Some(context) = given {
+            return Ok((context, false));
+        }
+        let current = ffi::copy_context(py)?;
+        if !ffi::context::sharing_supported(py) {
+            return Ok((current, false));
+        }
+        let hit = {
+            let snapshot = self.context_snapshot.borrow_mut(py);
+            snapshot
+                .as_ref()
+                .filter(|s| ffi::context::same_vars(s.bind(py), current.bind(py)))
+                .map(|s| s.clone_ref(py))
+        };
+        if let Some(snapshot) = hit {
+            drop(current);
+            return Ok((snapshot, true));
+        }
+        let previous = self.context_snapshot.borrow_mut(py).replace(current.clone_ref(py));
+        drop(previous);
+        Ok((current, true))
+    }
+
+    /// Whether a handle about to run in the shared snapshot `context` may enter it itself: when
+    /// nothing else holds it but the loop's cache, which then lets go of it.
+    #[inline]
+    pub(crate) fn claim_snapshot(&self, py: Python<'_>, context: &Py<PyAny>) -> bool {
+        if ffi::solely_owned(py, context) {
+            return true;
+        }
+        let claimed = {
+            let mut snapshot = self.context_snapshot.borrow_mut(py);
+            match snapshot.as_ref() {
+                Some(s) if s.is(context) && ffi::owned_by_two(py, context) => snapshot.take(),
+                _ => None,
+            }
+        };
+        claimed.is_some()
+    }
+
     /// `call_later` / `call_at`: a one-shot timer in the heap.
     pub(crate) fn push_timer(
         slf: &Bound<'_, Self>,
@@ -346,7 +402,8 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.check_closed()?;
-        let handle = Handle::new(py, callback, args, context, true)?;
+        let (context, shared) = core.context_for(py, context)?;
+        let handle = Handle::with_context(callback, args, context, shared, true);
         let timer = TimerHandle::new(when, when_obj, core.cancelled_timers.clone());
         let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
         if core.is_debug() {
@@ -614,6 +671,7 @@ impl LoopCore {
             custom_time: AtomicBool::new(false),
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             task_factory: GilCell::new(None),
+            context_snapshot: GilCell::new(None),
             thread_id: GilCell::new(None),
             clock_resolution: sys::monotonic_resolution(),
             fork_generation: AtomicU64::new(sys::fork_generation()),
@@ -780,6 +838,8 @@ impl LoopCore {
         };
         core.cancelled_timers.store(0, Ordering::Relaxed);
         release_all(py, ready, timers, fds);
+        let snapshot = core.context_snapshot.borrow_mut(py).take();
+        drop(snapshot);
         Self::_sweep_parked(core, py);
         // Release the epoll instance and the waker's eventfd now, not when the loop is freed. A
         // loop running in another thread cannot be closed (the Python side checks), so the
@@ -817,6 +877,9 @@ impl LoopCore {
         if let Some(f) = self.task_factory.try_borrow_in_gc() {
             visit.call(&*f)?;
         }
+        if let Some(s) = self.context_snapshot.try_borrow_in_gc() {
+            visit.call(&*s)?;
+        }
         // Handles are not GC objects (see `handle.rs`): the loop reports their contents as its own
         // references, each handle exactly once: one-shot handles from the queues, fd handles from
         // the fd table.
@@ -845,6 +908,9 @@ impl LoopCore {
     }
 
     fn __clear__(&self) {
+        let snapshot = self.context_snapshot.try_borrow_in_gc().and_then(|mut s| s.take());
+        // The collector calls this with the GIL held.
+        Python::attach(|_| drop(snapshot));
         let Some((ready, timers, fds)) = self.state.try_borrow_in_gc().map(|mut st| {
             let st = &mut *st;
             let fds = self.take_fds(&mut st.io, st.os.as_ref());

@@ -205,9 +205,17 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
     let py = slf.py();
     let h = handle.get();
     let cancelled = h.is_cancelled();
+    let shared = h.take_shared_context();
     let mut contents = h.take_contents(py);
-    let error = match (&contents.0, &contents.1, &contents.2) {
-        (Some(callback), Some(args), Some(context)) if !cancelled => {
+    let owned = if shared && !cancelled {
+        own_context(slf.get(), py, &mut contents.2)
+    } else {
+        Ok(false)
+    };
+    let copied = matches!(owned, Ok(true));
+    let error = match (owned, &contents.0, &contents.1, &contents.2) {
+        (Err(err), ..) => Some(err),
+        (Ok(_), Some(callback), Some(args), Some(context)) if !cancelled => {
             ffi::run_in_context(py, context.bind(py), || args.call(py, callback.bind(py))).err()
         }
         _ => None,
@@ -221,8 +229,31 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
             outcome
         }
     };
+    if copied {
+        // A copy made for this run goes with it, in step with its allocation, rather than
+        // parked with a handle that is held elsewhere: a collection between the two would not
+        // count the free, and the next one would come early.
+        drop(contents.2.take());
+    }
     retire_one_shot(slf.get(), py, handle, contents);
     outcome
+}
+
+/// The context of a handle about to run in the shared snapshot in `slot`: the snapshot itself
+/// when nothing else holds it, else a copy of it (see `LoopCore::context_for`). True when it
+/// made a copy.
+#[inline]
+fn own_context(core: &LoopCore, py: Python<'_>, slot: &mut Option<Py<PyAny>>) -> PyResult<bool> {
+    let Some(snapshot) = slot.as_ref() else {
+        return Ok(false);
+    };
+    if core.claim_snapshot(py, snapshot) {
+        return Ok(false);
+    }
+    let copy = ffi::context::copy_of(snapshot.bind(py))?;
+    let snapshot = slot.replace(copy);
+    drop(snapshot);
+    Ok(true)
 }
 
 /// A one-shot handle has run: with its contents taken out, it dies if nothing else holds it, or
@@ -240,6 +271,9 @@ fn retire_one_shot(core: &LoopCore, py: Python<'_>, handle: Py<Handle>, contents
 #[inline]
 fn run_handle(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>) -> PyResult<()> {
     let py = slf.py();
+    if let Err(err) = handle.get().own_context(py) {
+        return callback_failed(slf, handle, err);
+    }
     let Some(p) = handle.get().parts(py) else {
         return Ok(());
     };

@@ -63,6 +63,78 @@ def test_callback_changes_do_not_leak(loop, outer_value, kind):
 
 
 @pytest.mark.parametrize("kind", SCHEDULERS)
+def test_values_at_each_scheduling_and_no_leaks_between_many_callbacks(loop, outer_value, kind):
+    # Runs of handles scheduled with the same values, then others, each setting the variable.
+    seen = []
+    schedule = _scheduler(loop, kind)
+
+    def callback(i):
+        seen.append((i, var.get()))
+        var.set(f"set-by-{i}")
+
+    for i in range(30):
+        if i % 10 == 0:
+            var.set(f"value-{i // 10}")
+        schedule(callback, i)
+    _drain(loop)
+    assert sorted(seen) == [(i, f"value-{i // 10}") for i in range(30)]
+    assert var.get() == "value-2"
+
+
+def test_callback_scheduled_from_a_callback_sees_its_values(loop, outer_value):
+    seen = []
+
+    def first():
+        var.set("set-in-first")
+        loop.call_soon(lambda: seen.append(("inner", var.get())))
+
+    loop.call_soon(first)
+    loop.call_soon(lambda: seen.append(("sibling", var.get())))
+    _drain(loop)
+    # A later turn: the snapshot the two handles above ran in must not have changed.
+    loop.call_soon(lambda: seen.append(("later", var.get())))
+    _drain(loop)
+    assert seen == [("sibling", "outer"), ("inner", "set-in-first"), ("later", "outer")]
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_set_after_scheduling_from_a_lone_callback(loop, outer_value, kind):
+    # The callback's context is the one it scheduled `inner` in: changing it afterwards must not
+    # reach `inner`.
+    seen = []
+    schedule = _scheduler(loop, kind)
+
+    def inner():
+        seen.append(var.get())
+        loop.stop()
+
+    def first():
+        schedule(inner)
+        var.set("set-after-scheduling")
+
+    # The only handle scheduled: nothing else shares the context snapshot it runs in.
+    schedule(first)
+    loop.run_forever()
+    assert seen == ["outer"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context() is new in 3.12")
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_each_handle_has_a_context_of_its_own(loop, outer_value, kind):
+    schedule = _scheduler(loop, kind)
+    first = schedule(var.set, "set-by-first")
+    second = schedule(lambda: None)
+    one, other = first.get_context(), second.get_context()
+    assert one is not other
+    assert one is first.get_context()
+    assert one[var] == other[var] == "outer"
+    _drain(loop)
+    # The first handle ran in the context it handed out.
+    assert one[var] == "set-by-first"
+    assert other[var] == "outer"
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
 def test_explicit_context(loop, outer_value, kind):
     ctx = contextvars.Context()
     seen = []
