@@ -1,8 +1,9 @@
 //! A callback's positional arguments, without a tuple for the common cases.
 //!
-//! Most callbacks the loop runs take no argument or one (`call_soon(task_step)`,
-//! `call_soon(done_callback, future)`); a tuple per callback is a GC-tracked allocation that
-//! counts towards the collector's thresholds. Only calls with two or more arguments get one.
+//! Most callbacks the loop runs take at most two arguments (`call_soon(task_step)`,
+//! `call_soon(done_callback, future)`, `asyncio.sleep`'s `call_later(delay, set_result, future,
+//! result)`); a tuple per callback is a GC-tracked allocation that counts towards the
+//! collector's thresholds. Only calls with three or more arguments get one.
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -10,6 +11,7 @@ use pyo3::types::PyTuple;
 pub(crate) enum CallArgs {
     Zero,
     One(Py<PyAny>),
+    Two(Py<PyAny>, Py<PyAny>),
     Many(Py<PyTuple>),
 }
 
@@ -26,6 +28,7 @@ impl CallArgs {
         match self {
             CallArgs::Zero => CallArgs::Zero,
             CallArgs::One(a) => CallArgs::One(a.clone_ref(py)),
+            CallArgs::Two(a, b) => CallArgs::Two(a.clone_ref(py), b.clone_ref(py)),
             CallArgs::Many(t) => CallArgs::Many(t.clone_ref(py)),
         }
     }
@@ -35,6 +38,7 @@ impl CallArgs {
         match self {
             CallArgs::Zero => callback.call0(),
             CallArgs::One(a) => callback.call1((a.bind(py),)),
+            CallArgs::Two(a, b) => callback.call1((a.bind(py), b.bind(py))),
             CallArgs::Many(t) => callback.call1(t.bind(py)),
         }
     }
@@ -43,15 +47,18 @@ impl CallArgs {
         match self {
             CallArgs::Zero => Ok(PyTuple::empty(py)),
             CallArgs::One(a) => PyTuple::new(py, [a.bind(py)]),
+            CallArgs::Two(a, b) => PyTuple::new(py, [a.bind(py), b.bind(py)]),
             CallArgs::Many(t) => Ok(t.bind(py).clone()),
         }
     }
 
-    pub fn object(&self) -> Option<&Py<PyAny>> {
+    /// The objects held, for the garbage collector.
+    pub fn objects(&self) -> [Option<&Py<PyAny>>; 2] {
         match self {
-            CallArgs::Zero => None,
-            CallArgs::One(a) => Some(a),
-            CallArgs::Many(t) => Some(t.as_any()),
+            CallArgs::Zero => [None, None],
+            CallArgs::One(a) => [Some(a), None],
+            CallArgs::Two(a, b) => [Some(a), Some(b)],
+            CallArgs::Many(t) => [Some(t.as_any()), None],
         }
     }
 }

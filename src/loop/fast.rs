@@ -78,6 +78,7 @@ fn parse<'a, 'py>(method: &str, fixed: Option<&str>, a: &FastArgs<'a, 'py>) -> P
     let args = match a.len().saturating_sub(next) {
         0 => CallArgs::Zero,
         1 => CallArgs::One(a.get(next).to_owned().unbind()),
+        2 => CallArgs::Two(a.get(next).to_owned().unbind(), a.get(next + 1).to_owned().unbind()),
         _ => CallArgs::Many(a.tuple_from(next)?.unbind()),
     };
     Ok(Call {

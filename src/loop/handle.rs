@@ -223,7 +223,9 @@ impl Handle {
     pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(f) = self.fields.try_borrow_in_gc() {
             visit.call(&f.callback)?;
-            visit.call(f.args.as_ref().and_then(CallArgs::object))?;
+            for arg in f.args.as_ref().map(CallArgs::objects).unwrap_or_default() {
+                visit.call(arg)?;
+            }
             visit.call(&f.context)?;
             visit.call(&f.source_traceback)?;
         }

@@ -26,11 +26,16 @@ def test_call_soon_multiple_args(loop):
     def cb(*args):
         calls.append(args)
 
-    loop.call_soon(cb)
-    loop.call_soon(cb, 1)
-    loop.call_soon(cb, 1, "two", None)
+    handles = [
+        loop.call_soon(cb),
+        loop.call_soon(cb, 1),
+        loop.call_soon(cb, 1, "two"),
+        loop.call_soon(cb, 1, "two", None),
+    ]
+    assert [h._args for h in handles] == [(), (1,), (1, "two"), (1, "two", None)]
+    assert "cb(1, 'two')" in repr(handles[2])
     run_briefly(loop)
-    assert calls == [(), (1,), (1, "two", None)]
+    assert calls == [(), (1,), (1, "two"), (1, "two", None)]
 
 
 def test_call_soon_returns_handle(loop):
@@ -115,9 +120,11 @@ def test_call_at_ordering(loop):
 def test_call_later_args(loop):
     calls = []
     loop.call_later(0.001, lambda *a: calls.append(a), 1, 2, 3)
+    loop.call_later(0.002, lambda *a: calls.append(a), 1, 2)
+    loop.call_at(loop.time() + 0.003, lambda *a: calls.append(a), "x", None)
     loop.call_later(0.005, loop.stop)
     loop.run_forever()
-    assert calls == [(1, 2, 3)]
+    assert calls == [(1, 2, 3), (1, 2), ("x", None)]
 
 
 def test_timers_do_not_fire_early(loop):
