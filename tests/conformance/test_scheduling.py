@@ -33,7 +33,6 @@ def test_call_soon_multiple_args(loop):
         loop.call_soon(cb, 1, "two", None),
     ]
     assert [h._args for h in handles] == [(), (1,), (1, "two"), (1, "two", None)]
-    assert "cb(1, 'two')" in repr(handles[2])
     run_briefly(loop)
     assert calls == [(), (1,), (1, "two"), (1, "two", None)]
 
