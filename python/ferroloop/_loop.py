@@ -25,7 +25,7 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import coroutines, events, format_helpers, futures, tasks
+from asyncio import base_events, coroutines, events, format_helpers, futures, tasks
 from asyncio.log import logger
 
 from ._core import LoopCore
@@ -246,22 +246,9 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    async def shutdown_asyncgens(self):
-        self._asyncgens_shutdown_called = True
-        if not len(self._asyncgens):
-            return
-        closing_agens = list(self._asyncgens)
-        self._asyncgens.clear()
-        results = await tasks.gather(*[ag.aclose() for ag in closing_agens], return_exceptions=True)
-        for result, agen in zip(results, closing_agens, strict=True):
-            if isinstance(result, Exception):
-                self.call_exception_handler(
-                    {
-                        "message": f"an error occurred during closing of asynchronous generator {agen!r}",
-                        "exception": result,
-                        "asyncgen": agen,
-                    }
-                )
+    # The stdlib's own coroutine (on the same `_asyncgens` state): warnings about it name
+    # `BaseEventLoop.shutdown_asyncgens`, as filters written for the stdlib loop expect.
+    shutdown_asyncgens = base_events.BaseEventLoop.shutdown_asyncgens
 
     def _asyncgen_firstiter_hook(self, agen):
         if self._asyncgens_shutdown_called:

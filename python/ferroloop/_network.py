@@ -253,7 +253,29 @@ _stdlib_make_subprocess_transport = _take("_make_subprocess_transport")
 _PIDFD_WATCHER = getattr(unix_events, "PidfdChildWatcher", None)
 _POLICY_GET_WATCHER = getattr(unix_events._UnixDefaultEventLoopPolicy, "get_child_watcher", None)
 
+
+class _Taken:
+    """A method of the stdlib loop class on ``NetworkMixin``, looked up on the stdlib class at
+    every access, so that replacing it there (``mock.patch("asyncio.BaseEventLoop.
+    create_connection", ...)``, as test suites do) reaches ferroloop's loops as it reaches the
+    stdlib's. Unreplaced, it is the stdlib's function, or ``ours`` in its place."""
+
+    __slots__ = ("name", "original", "ours")
+
+    def __init__(self, name, ours=None):
+        self.name = name
+        self.original = _take(name)
+        self.ours = self.original if ours is None else ours
+
+    def __get__(self, obj, objtype=None):
+        attr = getattr(_STDLIB_LOOP, self.name)
+        if attr is self.original:
+            attr = self.ours
+        get = getattr(type(attr), "__get__", None)
+        return attr if get is None else get(attr, obj, objtype)
+
+
 for _name in _TAKEN:
-    setattr(NetworkMixin, _name, _take(_name))
+    setattr(NetworkMixin, _name, _Taken(_name))
 del _name
-NetworkMixin.start_tls = _rebound(_take("start_tls"), sslproto=_OwnSSLProto())
+NetworkMixin.start_tls = _Taken("start_tls", _rebound(_take("start_tls"), sslproto=_OwnSSLProto()))
