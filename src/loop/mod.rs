@@ -389,6 +389,20 @@ impl LoopCore {
         claimed.is_some()
     }
 
+    /// Lets go of the context snapshot once nothing but the loop holds it (the handles that
+    /// shared it were cancelled, or given contexts of their own), so that it keeps the context's
+    /// values alive no longer than the stdlib's copy per handle would.
+    pub(crate) fn drop_unshared_snapshot(&self, py: Python<'_>) {
+        let unshared = {
+            let mut snapshot = self.context_snapshot.borrow_mut(py);
+            match snapshot.as_ref() {
+                Some(s) if ffi::solely_owned(py, s) => snapshot.take(),
+                _ => None,
+            }
+        };
+        drop(unshared);
+    }
+
     /// `call_later` / `call_at`: a one-shot timer in the heap.
     pub(crate) fn push_timer(
         slf: &Bound<'_, Self>,

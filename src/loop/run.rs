@@ -68,6 +68,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         }
     };
     finish_all(py, std::mem::take(&mut released));
+    core.drop_unshared_snapshot(py);
 
     if let Some(timeout) = poll_timeout {
         poll(slf, timeout)?;

@@ -118,6 +118,24 @@ def test_set_after_scheduling_from_a_lone_callback(loop, outer_value, kind):
     assert seen == ["outer"]
 
 
+@pytest.mark.parametrize("kind", ["call_soon", "call_soon_threadsafe"])
+def test_a_cancelled_handles_context_values_are_freed(loop, kind):
+    class Value:
+        pass
+
+    value = Value()
+    gone = weakref.ref(value)
+    token = var.set(value)
+    handle = _scheduler(loop, kind)(lambda: None)
+    var.reset(token)
+    handle.cancel()
+    del value, handle
+    run_briefly(loop)
+    run_briefly(loop)
+    gc.collect()
+    assert gone() is None
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context() is new in 3.12")
 @pytest.mark.parametrize("kind", SCHEDULERS)
 def test_each_handle_has_a_context_of_its_own(loop, outer_value, kind):
