@@ -132,18 +132,19 @@ impl Handle {
         self.shared_context.load(Ordering::Relaxed) && self.shared_context.swap(false, Ordering::Relaxed)
     }
 
-    /// Gives the handle a context of its own in place of a shared snapshot: a copy of it.
+    /// Gives the handle a context of its own in place of a shared snapshot: a copy of it (made
+    /// with no borrow held: allocating a GC object may run a collection on 3.11).
     pub(crate) fn own_context(&self, py: Python<'_>) -> PyResult<()> {
         if !self.take_shared_context() {
             return Ok(());
         }
-        let mut f = self.fields.borrow_mut(py);
-        if let Some(shared) = f.context.as_ref() {
-            let copy = ffi::context::copy_of(shared.bind(py))?;
-            let shared = f.context.replace(copy);
-            drop(f);
-            drop(shared);
-        }
+        let Some(shared) = self.field(py, |f| f.context.as_ref()) else {
+            return Ok(());
+        };
+        let copy = ffi::context::copy_of(shared.bind(py))?;
+        let replaced = self.fields.borrow_mut(py).context.replace(copy);
+        drop(replaced);
+        drop(shared);
         Ok(())
     }
 
