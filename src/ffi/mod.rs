@@ -88,18 +88,17 @@ pub fn run_in_context<'py>(
     result
 }
 
-/// Whether `obj` is referenced by its holder alone.
+/// How many references to `obj` there are.
 #[inline]
-pub fn solely_owned<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
+pub fn ref_count<T>(_py: Python<'_>, obj: &Py<T>) -> isize {
     // SAFETY: reading the refcount of a live object with the GIL held.
-    unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 1 }
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
 }
 
-/// Whether `obj` is referenced by exactly two holders.
+/// Whether `obj` is referenced by its holder alone.
 #[inline]
-pub fn owned_by_two<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
-    // SAFETY: reading the refcount of a live object with the GIL held.
-    unsafe { ffi::Py_REFCNT(obj.as_ptr()) == 2 }
+pub fn solely_owned<T>(py: Python<'_>, obj: &Py<T>) -> bool {
+    ref_count(py, obj) == 1
 }
 
 /// A GIL token inside the collector's traversal, which runs with the GIL held but passes none.

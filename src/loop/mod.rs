@@ -356,50 +356,49 @@ impl LoopCore {
         if !ffi::context::sharing_supported(py) {
             return Ok((current, false));
         }
-        let hit = {
-            let snapshot = self.context_snapshot.borrow_mut(py);
-            snapshot
-                .as_ref()
-                .filter(|s| ffi::context::same_vars(s.bind(py), current.bind(py)))
-                .map(|s| s.clone_ref(py))
-        };
-        if let Some(snapshot) = hit {
+        // Contexts are released with no borrow held: their variables' finalizers may run.
+        let mut snapshot = self.context_snapshot.borrow_mut(py);
+        if let Some(shared) = snapshot
+            .as_ref()
+            .filter(|s| ffi::context::same_vars(s.bind(py), current.bind(py)))
+        {
+            let shared = shared.clone_ref(py);
+            drop(snapshot);
             drop(current);
-            return Ok((snapshot, true));
+            return Ok((shared, true));
         }
-        let previous = self.context_snapshot.borrow_mut(py).replace(current.clone_ref(py));
+        let previous = snapshot.replace(current.clone_ref(py));
+        drop(snapshot);
         drop(previous);
         Ok((current, true))
+    }
+
+    /// Takes the snapshot out of the loop's cache when `release` says so of it.
+    #[inline]
+    fn take_snapshot_if(&self, py: Python<'_>, release: impl FnOnce(&Py<PyAny>) -> bool) -> Option<Py<PyAny>> {
+        let mut snapshot = self.context_snapshot.borrow_mut(py);
+        if snapshot.as_ref().is_some_and(release) {
+            snapshot.take()
+        } else {
+            None
+        }
     }
 
     /// Whether a handle about to run in the shared snapshot `context` may enter it itself: when
     /// nothing else holds it but the loop's cache, which then lets go of it.
     #[inline]
     pub(crate) fn claim_snapshot(&self, py: Python<'_>, context: &Py<PyAny>) -> bool {
-        if ffi::solely_owned(py, context) {
-            return true;
-        }
-        let claimed = {
-            let mut snapshot = self.context_snapshot.borrow_mut(py);
-            match snapshot.as_ref() {
-                Some(s) if s.is(context) && ffi::owned_by_two(py, context) => snapshot.take(),
-                _ => None,
-            }
-        };
-        claimed.is_some()
+        ffi::solely_owned(py, context)
+            || self
+                .take_snapshot_if(py, |s| s.is(context) && ffi::ref_count(py, context) == 2)
+                .is_some()
     }
 
     /// Lets go of the context snapshot once nothing but the loop holds it (the handles that
     /// shared it were cancelled, or given contexts of their own), so that it keeps the context's
     /// values alive no longer than the stdlib's copy per handle would.
     pub(crate) fn drop_unshared_snapshot(&self, py: Python<'_>) {
-        let unshared = {
-            let mut snapshot = self.context_snapshot.borrow_mut(py);
-            match snapshot.as_ref() {
-                Some(s) if ffi::solely_owned(py, s) => snapshot.take(),
-                _ => None,
-            }
-        };
+        let unshared = self.take_snapshot_if(py, |s| ffi::solely_owned(py, s));
         drop(unshared);
     }
 

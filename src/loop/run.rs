@@ -209,7 +209,7 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
     let shared = h.take_shared_context();
     let mut contents = h.take_contents(py);
     let owned = if shared && !cancelled {
-        own_context(slf.get(), py, &mut contents.2)
+        context_for_run(slf.get(), py, &mut contents.2)
     } else {
         Ok(false)
     };
@@ -244,7 +244,7 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
 /// when nothing else holds it, else a copy of it (see `LoopCore::context_for`). True when it
 /// made a copy.
 #[inline]
-fn own_context(core: &LoopCore, py: Python<'_>, slot: &mut Option<Py<PyAny>>) -> PyResult<bool> {
+fn context_for_run(core: &LoopCore, py: Python<'_>, slot: &mut Option<Py<PyAny>>) -> PyResult<bool> {
     let Some(snapshot) = slot.as_ref() else {
         return Ok(false);
     };
