@@ -110,8 +110,17 @@ pub fn traversal_token<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
     f(unsafe { Python::assume_attached() })
 }
 
-/// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall, without building a
-/// tuple or a dict: how the loop calls `Future(loop=self)` and `Task(coro, loop=self)`.
+/// Whether calling `callable` goes straight to a vectorcall function of its own. Without one,
+/// `PyObject_Vectorcall` packs the arguments into a tuple and the keywords into a new dict for
+/// `tp_call`.
+pub fn has_vectorcall(callable: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: the GIL is held and `callable` is alive; `PyVectorcall_Function` only reads its
+    // type's flags and slot.
+    unsafe { ffi::PyVectorcall_Function(callable.as_ptr()).is_some() }
+}
+
+/// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall: without building a
+/// tuple or a dict when `callable` has a vectorcall of its own (see `has_vectorcall`).
 pub fn call_kw<'py>(
     py: Python<'py>,
     callable: &Bound<'py, PyAny>,

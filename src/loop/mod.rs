@@ -29,7 +29,7 @@ use mio::{Events, Poll, Registry, Token, Waker};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyTuple, PyWeakrefReference};
+use pyo3::types::{PyDict, PyTuple, PyWeakrefReference};
 use pyo3::{intern, PyTraverseError};
 
 use args::CallArgs;
@@ -47,6 +47,12 @@ pub(crate) const WAKER_TOKEN: Token = Token(0);
 struct Classes {
     future: Py<PyAny>,
     task: Py<PyAny>,
+    /// Whether `Future` and `Task` have no vectorcall of their own (the C types do not): calling
+    /// them through vectorcall with keywords then builds a dict for every call, so
+    /// `Future(loop=self)` and `Task(coro, loop=self)` pass the loop's own `{"loop": self}` to
+    /// `tp_call` instead (see `LoopCore::loop_kwargs`).
+    future_by_dict: bool,
+    task_by_dict: bool,
     kw_context: Py<PyTuple>,
     /// Before 3.13, `asyncio.tasks._set_task_name`, which names a factory's task when given a
     /// name (with a `DeprecationWarning` for a task without `set_name`); from 3.13 on
@@ -63,9 +69,13 @@ fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
     CLASSES.get_or_try_init(py, || {
         let asyncio = py.import("asyncio")?;
         let names = |n: &[&str]| PyTuple::new(py, n).map(Bound::unbind);
+        let future = asyncio.getattr("Future")?;
+        let task = asyncio.getattr("Task")?;
         Ok(Classes {
-            future: asyncio.getattr("Future")?.unbind(),
-            task: asyncio.getattr("Task")?.unbind(),
+            future_by_dict: !ffi::has_vectorcall(&future),
+            task_by_dict: !ffi::has_vectorcall(&task),
+            future: future.unbind(),
+            task: task.unbind(),
             kw_context: names(&["context"])?,
             set_task_name: if py.version_info() >= (3, 13) {
                 None
@@ -126,6 +136,8 @@ pub struct LoopCore {
     /// shared by the handles scheduled since while the context held the same variables (see
     /// `context_snapshot`).
     context_snapshot: GilCell<Option<Py<PyAny>>>,
+    /// `{"loop": self}` once made (see `loop_kwargs`); it holds the loop, so it is traversed.
+    loop_kwargs: GilCell<Option<Py<PyDict>>>,
     /// `_thread_id`: the id of the thread running the loop, `None` when it is not running (set
     /// by the Python side around `run_forever`); `is_running()` reads it.
     thread_id: GilCell<Option<Py<PyAny>>>,
@@ -239,7 +251,26 @@ impl LoopCore {
     pub(crate) fn new_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let c = classes(py)?;
+        if c.future_by_dict {
+            return c.future.bind(py).call((), Some(&Self::loop_kwargs(slf)?));
+        }
         ffi::call_kw(py, c.future.bind(py), &[], c.kw_loop.bind(py), &[slf.as_any()])
+    }
+
+    /// `{"loop": self}`, made once per loop: the keyword arguments of `Future(loop=self)` and
+    /// `Task(coro, loop=self)` when those types take calls only through `tp_call`, which gets
+    /// it as is (their `__init__` only reads it; a Python `__init__` gets a copy). Through
+    /// vectorcall each call would build, fill and free a dict of its own.
+    fn loop_kwargs<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        if let Some(kwargs) = slf.get().loop_kwargs.borrow_mut(py).as_ref() {
+            return Ok(kwargs.bind(py).clone());
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        let old = slf.get().loop_kwargs.borrow_mut(py).replace(kwargs.clone().unbind());
+        drop(old);
+        Ok(kwargs)
     }
 
     /// `Task(coro, loop=self, name=name, context=context)`; with a task factory or in debug mode
@@ -261,6 +292,9 @@ impl LoopCore {
             return Self::new_task_by_factory(slf, factory.bind(py), coro, name, context);
         }
         let c = classes(py)?;
+        if c.task_by_dict && name.is_none() && context.is_none() {
+            return c.task.bind(py).call((coro,), Some(&Self::loop_kwargs(slf)?));
+        }
         let this = slf.as_any();
         let (kwnames, kwvalues): (&Py<PyTuple>, &[&Bound<'py, PyAny>]) = match (name, context) {
             (None, None) => (&c.kw_loop, &[this]),
@@ -685,6 +719,7 @@ impl LoopCore {
             cancelled_timers: Arc::new(AtomicUsize::new(0)),
             task_factory: GilCell::new(None),
             context_snapshot: GilCell::new(None),
+            loop_kwargs: GilCell::new(None),
             thread_id: GilCell::new(None),
             clock_resolution: sys::monotonic_resolution(),
             fork_generation: AtomicU64::new(sys::fork_generation()),
@@ -893,6 +928,9 @@ impl LoopCore {
         if let Some(s) = self.context_snapshot.try_borrow_in_gc() {
             visit.call(&*s)?;
         }
+        if let Some(k) = self.loop_kwargs.try_borrow_in_gc() {
+            visit.call(&*k)?;
+        }
         // Handles are not GC objects (see `handle.rs`): the loop reports their contents as its own
         // references, each handle exactly once: one-shot handles from the queues, fd handles from
         // the fd table.
@@ -922,8 +960,9 @@ impl LoopCore {
 
     fn __clear__(&self) {
         let snapshot = self.context_snapshot.try_borrow_in_gc().and_then(|mut s| s.take());
+        let kwargs = self.loop_kwargs.try_borrow_in_gc().and_then(|mut k| k.take());
         // The collector calls this with the GIL held.
-        Python::attach(|_| drop(snapshot));
+        Python::attach(|_| drop((snapshot, kwargs)));
         let Some((ready, timers, fds)) = self.state.try_borrow_in_gc().map(|mut st| {
             let st = &mut *st;
             let fds = self.take_fds(&mut st.io, st.os.as_ref());

@@ -1,8 +1,11 @@
 """run_forever / run_until_complete / stop / close / is_running / is_closed."""
 
 import asyncio
+import gc
 import threading
+import weakref
 
+import loopkinds
 import pytest
 
 
@@ -458,3 +461,23 @@ def test_exception_in_callback_does_not_stop_loop(loop, handler_calls):
     assert calls == ["next"]
     assert len(handler_calls) == 1
     assert isinstance(handler_calls[0]["exception"], ValueError)
+
+
+def test_closed_loop_that_made_futures_and_tasks_is_collected(loop_kind):
+    # Futures and tasks are made with the loop as a keyword argument; whatever the loop keeps to
+    # make them must not keep it alive once it is closed and let go.
+    loop = loopkinds.loop_factory(loop_kind)()
+
+    async def main():
+        running = asyncio.get_running_loop()
+        fut = running.create_future()
+        running.call_soon(fut.set_result, 7)
+        value = await fut
+        return await running.create_task(asyncio.sleep(0, value))
+
+    assert loop.run_until_complete(main()) == 7
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is None
