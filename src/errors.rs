@@ -5,7 +5,8 @@
 //! `From<io::Error>` leaves `errno` unset, and asyncio and user code read it.
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
-use pyo3::PyErr;
+use pyo3::prelude::*;
+use pyo3::{ffi, PyErr};
 
 #[cold]
 #[inline(never)]
@@ -34,4 +35,38 @@ pub fn loop_closed() -> PyErr {
 #[inline(never)]
 pub fn runtime(msg: &'static str) -> PyErr {
     PyRuntimeError::new_err(msg)
+}
+
+/// An error made here, given the traceback it would have had the Python code running now raised
+/// and caught it: one entry for the current frame. The stdlib's transports catch the socket
+/// errors they hand to `_fatal_error` in their own frames, so those errors carry a traceback
+/// (which loggers print, and which keeps those frames, and what they hold, alive with the
+/// error). An error that already has a traceback, or one made with no Python frame running, is
+/// left as it is.
+#[cold]
+#[inline(never)]
+pub fn caught_here(py: Python<'_>, err: PyErr) -> PyErr {
+    if err.traceback(py).is_some() {
+        return err;
+    }
+    // SAFETY: the GIL is held. `PyEval_GetFrame` returns a borrowed frame (or NULL) that stays
+    // alive while its code runs, which includes this call. `PyTraceBack_Here` works on the
+    // raised exception, which `restore` sets and `fetch` takes back (an error of its own
+    // replaces it, chained).
+    unsafe {
+        let frame = ffi::PyEval_GetFrame();
+        if frame.is_null() {
+            return err;
+        }
+        err.restore(py);
+        ffi::PyTraceBack_Here(frame);
+    }
+    let err = PyErr::fetch(py);
+    // Before 3.12 the traceback travels beside the exception until it is raised again: give it to
+    // the exception, which is what goes to `_fatal_error`.
+    if let Some(tb) = err.traceback(py) {
+        // SAFETY: the GIL is held; both objects are alive, and `tb` is a traceback object.
+        unsafe { ffi::PyException_SetTraceback(err.value(py).as_ptr(), tb.as_ptr()) };
+    }
+    err
 }

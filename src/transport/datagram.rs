@@ -181,6 +181,7 @@ impl DatagramCore {
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
+        let err = errors::caught_here(py, err);
         Self::call_transport(slf, intern!(py, "_fatal_error"), (err.value(py), message))
     }
 

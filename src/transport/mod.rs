@@ -241,6 +241,7 @@ impl StreamCore {
             return Err(err);
         }
         if let Some(transport) = slf.get().transport(py) {
+            let err = errors::caught_here(py, err);
             transport.call_method1(py, intern!(py, "_fatal_error"), (err.value(py), message))?;
         }
         Ok(())

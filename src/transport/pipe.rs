@@ -149,7 +149,10 @@ impl ReadPipeCore {
                 py,
                 transport,
                 intern!(py, "_fatal_error"),
-                (errors::os_error(e).value(py), "Fatal read error on pipe transport"),
+                (
+                    errors::caught_here(py, errors::os_error(e)).value(py),
+                    "Fatal read error on pipe transport",
+                ),
             ),
         }
     }
@@ -293,6 +296,7 @@ impl WritePipeCore {
     fn fatal(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
         let transport = slf.get().transport(py);
+        let err = errors::caught_here(py, err);
         call_transport(
             py,
             transport,

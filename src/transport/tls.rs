@@ -33,7 +33,7 @@ use pyo3::{ffi as pyffi, intern, PyTraverseError};
 
 use super::{is_bytes_like, reader, StreamCore, MAX_READ, READ_BUF};
 use crate::ffi::GilCell;
-use crate::sys;
+use crate::{errors, sys};
 
 const FATAL: &str = "Fatal error on SSL protocol";
 const BUFFER_UPDATED_FAILED: &str = "Fatal error: protocol.buffer_updated() call failed.";
@@ -241,6 +241,7 @@ impl TlsCore {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
         }
+        let err = errors::caught_here(py, err);
         slf.call_method1(intern!(py, "_fatal_error"), (err.value(py), FATAL))
             .map(drop)
     }

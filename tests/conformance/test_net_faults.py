@@ -41,6 +41,7 @@ def test_peer_reset_reaches_connection_lost(loop):
         exc = await wait(proto.lost)
         assert isinstance(exc, ConnectionResetError)
         assert exc.errno == errno.ECONNRESET
+        assert exc.__traceback__ is not None  # caught by the loop, as a raised error is
         assert transport.is_closing()
         assert proto.events == ["made", "lost"]
         # Writing to the dead transport is silently ignored.
@@ -64,6 +65,33 @@ def test_peer_reset_reaches_stream_reader(loop):
         writer.close()
         with pytest.raises(ConnectionResetError):
             await writer.wait_closed()
+
+    loop.run_until_complete(main())
+
+
+def _frames_from(tb):
+    frame = tb.tb_frame
+    while frame is not None:
+        yield frame.f_code
+        frame = frame.f_back
+
+
+def test_write_error_has_the_traceback_of_the_write(loop):
+    # The stdlib catches a failed send inside `transport.write()`: the error the protocol gets
+    # has a traceback, and through it the frames that called `write()` (which code that logs or
+    # keeps the error sees).
+    async def main():
+        transport, proto, peer = await _pair(loop)
+        transport.pause_reading()  # so the reset is found by the write, not by a read
+        reset_on_close(peer)
+        peer.close()
+        await asyncio.sleep(0.05)
+        write_here = main.__code__
+        transport.write(b"into a reset connection")
+        exc = await wait(proto.lost)
+        assert isinstance(exc, (BrokenPipeError, ConnectionResetError))
+        assert exc.__traceback__ is not None
+        assert write_here in set(_frames_from(exc.__traceback__))
 
     loop.run_until_complete(main())
 
