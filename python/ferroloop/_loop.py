@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
-import gc
 import os
 import selectors
 import signal
@@ -43,21 +42,6 @@ _PY313 = sys.version_info >= (3, 13)
 
 # Python's own coroutine-origin depth for debug mode (asyncio.constants.DEBUG_STACK_DEPTH).
 _DEBUG_STACK_DEPTH = 10
-
-
-# Every loop that is alive, for the sweep below.
-_live_loops = weakref.WeakSet()
-
-
-def _sweep_before_collection(phase, info):
-    # Handles are not GC objects; a fired handle that is still held keeps its contents only until
-    # the next collection starts (see LoopCore._sweep_parked), so they cannot hide a cycle from it.
-    if phase == "start":
-        for loop in list(_live_loops):
-            loop._sweep_parked()
-
-
-gc.callbacks.append(_sweep_before_collection)
 
 
 def _is_open(fd):
@@ -99,7 +83,6 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
     """A drop-in replacement for the stdlib event loop."""
 
     def __init__(self):
-        _live_loops.add(self)
         self._fileobjs = {}
         self._default_executor = None
         self._executor_shutdown_called = False

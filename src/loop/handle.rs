@@ -34,14 +34,7 @@ struct Fields {
     source_traceback: Option<Py<PyAny>>,
     /// The repr captured at cancel time in debug mode, when the callback is already gone.
     repr: Option<String>,
-    /// A fired one-shot handle that is still held elsewhere keeps its contents here, shared with
-    /// nothing but a weak reference in its loop: they go when the handle goes, or earlier when
-    /// the loop sweeps them before a garbage collection (see `LoopCore::_sweep_parked`).
-    parked: Option<Arc<Parked>>,
 }
-
-/// A fired handle's contents, parked (see `Fields::parked`).
-pub(crate) type Parked = GilCell<Contents>;
 
 #[pyclass(frozen, subclass, weakref, module = "ferroloop._core", name = "Handle")]
 pub struct Handle {
@@ -120,7 +113,6 @@ impl Handle {
                 context: Some(context),
                 source_traceback: None,
                 repr: None,
-                parked: None,
             }),
         }
     }
@@ -166,16 +158,6 @@ impl Handle {
     pub(crate) fn take_contents(&self, py: Python<'_>) -> Contents {
         let mut f = self.fields.borrow_mut(py);
         (f.callback.take(), f.args.take(), f.context.take())
-    }
-
-    /// For a fired handle that is still held elsewhere: keep its taken-out contents aside, where
-    /// they live as long as the handle unless the loop sweeps them first; returns the loop's weak
-    /// hold.
-    pub(crate) fn park(&self, py: Python<'_>, contents: Contents) -> std::sync::Weak<Parked> {
-        let parked = Arc::new(GilCell::new(contents));
-        let weak = Arc::downgrade(&parked);
-        self.fields.borrow_mut(py).parked = Some(parked);
-        weak
     }
 
     /// Puts taken-out contents back (a one-shot handle whose callback failed, so the exception

@@ -117,9 +117,6 @@ pub struct LoopCore {
     poller: Mutex<Option<Poller>>,
     /// The queue being run this turn, swapped with `state.ready` at the start of the turn.
     batch: GilCell<VecDeque<Py<Handle>>>,
-    /// Weak holds on the parked contents of fired handles that are still held elsewhere (see
-    /// `handle::Fields::parked`), emptied by `_sweep_parked` before each garbage collection.
-    parked: GilCell<Vec<std::sync::Weak<handle::Parked>>>,
     closed: AtomicBool,
     stopping: AtomicBool,
     /// Inside `_run_forever_inner`: the loop is reachable from the frame running it, so whatever
@@ -710,7 +707,6 @@ impl LoopCore {
             }),
             poller: Mutex::new(Some(poller)),
             batch: GilCell::new(VecDeque::with_capacity(1024)),
-            parked: GilCell::new(Vec::new()),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             running: AtomicBool::new(false),
@@ -888,7 +884,6 @@ impl LoopCore {
         release_all(py, ready, timers, fds);
         let snapshot = core.context_snapshot.borrow_mut(py).take();
         drop(snapshot);
-        Self::_sweep_parked(core, py);
         // Release the epoll instance and the waker's eventfd now, not when the loop is freed. A
         // loop running in another thread cannot be closed (the Python side checks), so the
         // poller is free unless a poll is being torn down concurrently; then it goes with the
@@ -897,22 +892,6 @@ impl LoopCore {
         if let Ok(mut poller) = core.poller.try_lock() {
             drop(poller.take());
         }
-    }
-
-    /// Empties the parked contents of fired handles still held elsewhere. Called before every
-    /// garbage collection (a `gc.callbacks` hook on the Python side): a handle is not a GC object,
-    /// so contents it kept could hide a reference cycle (an object holding the handle of a timer
-    /// that called its method); contents parked by handles that already died went with them,
-    /// freed in step with the code that let the handle go, which keeps collections rare.
-    fn _sweep_parked(&self, py: Python<'_>) {
-        let parked = std::mem::take(&mut *self.parked.borrow_mut(py));
-        let mut released = Vec::new();
-        for weak in parked {
-            if let Some(contents) = weak.upgrade() {
-                released.push(std::mem::take(&mut *contents.borrow_mut(py)));
-            }
-        }
-        drop(released);
     }
 
     /// How many callbacks wait in the ready queue, and how many timers in the heap.

@@ -6,11 +6,9 @@
 //! When no fd is registered and something is ready, the poll is skipped: it could report
 //! nothing, and `call_soon_threadsafe` pushes straight into the ready queue.
 //!
-//! A one-shot handle that has run is done. If nothing else holds it, it simply dies. If something
-//! does (a sleeping coroutine keeps its timer handle until it resumes), its contents are parked:
-//! they go when the handle goes, in step with the code that lets it go (freeing them in bulk at a
-//! turn boundary instead made the next turn's allocations trigger extra collections), or at the
-//! loop's sweep before the next collection, whichever comes first.
+//! A one-shot handle that has run is done: its callback, arguments and context go at once, even
+//! when the handle is still held elsewhere (a sleeping coroutine keeps its timer handle until it
+//! resumes), so a fired handle can never hide a reference cycle from the collector.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,7 +17,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::handle::{Contents, Handle};
+use super::handle::Handle;
 use super::{LoopCore, WAKER_TOKEN};
 use crate::{errors, ffi, sys};
 
@@ -178,7 +176,8 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             };
             if handle.get().is_one_shot() {
                 let contents = handle.get().take_contents(py);
-                retire_one_shot(core, py, handle, contents);
+                drop(handle);
+                drop(contents);
             }
             outcome
         };
@@ -198,9 +197,8 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 }
 
 /// Runs a one-shot handle, which runs once: its callback, arguments and context are moved out
-/// rather than cloned, and after the call they go with the handle, or are parked when the handle
-/// is held elsewhere (see the module docs). If the callback fails they are put back first, so
-/// the exception handler sees the handle whole.
+/// rather than cloned, and go after the call (see the module docs). If the callback fails they
+/// are put back first, so the exception handler sees the handle whole.
 #[inline]
 fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
     let py = slf.py();
@@ -211,9 +209,8 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
     let owned = if shared && !cancelled {
         context_for_run(slf.get(), py, &mut contents.2)
     } else {
-        Ok(false)
+        Ok(())
     };
-    let copied = matches!(owned, Ok(true));
     let error = match (owned, &contents.0, &contents.1, &contents.2) {
         (Err(err), ..) => Some(err),
         (Ok(_), Some(callback), Some(args), Some(context)) if !cancelled => {
@@ -230,43 +227,26 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
             outcome
         }
     };
-    if copied {
-        // A copy made for this run goes with it, in step with its allocation, rather than
-        // parked with a handle that is held elsewhere: a collection between the two would not
-        // count the free, and the next one would come early.
-        drop(contents.2.take());
-    }
-    retire_one_shot(slf.get(), py, handle, contents);
+    drop(handle);
+    drop(contents);
     outcome
 }
 
 /// The context of a handle about to run in the shared snapshot in `slot`: the snapshot itself
-/// when nothing else holds it, else a copy of it (see `LoopCore::context_for`). True when it
-/// made a copy.
+/// when nothing else holds it, else a copy of it (see `LoopCore::context_for`), which goes
+/// right after the run, with the rest of the handle's contents.
 #[inline]
-fn context_for_run(core: &LoopCore, py: Python<'_>, slot: &mut Option<Py<PyAny>>) -> PyResult<bool> {
+fn context_for_run(core: &LoopCore, py: Python<'_>, slot: &mut Option<Py<PyAny>>) -> PyResult<()> {
     let Some(snapshot) = slot.as_ref() else {
-        return Ok(false);
+        return Ok(());
     };
     if core.claim_snapshot(py, snapshot) {
-        return Ok(false);
+        return Ok(());
     }
     let copy = ffi::context::copy_of(snapshot.bind(py))?;
     let snapshot = slot.replace(copy);
     drop(snapshot);
-    Ok(true)
-}
-
-/// A one-shot handle has run: with its contents taken out, it dies if nothing else holds it, or
-/// parks them (see the module docs).
-fn retire_one_shot(core: &LoopCore, py: Python<'_>, handle: Py<Handle>, contents: Contents) {
-    if ffi::solely_owned(py, &handle) {
-        drop(handle);
-        drop(contents);
-    } else {
-        let weak = handle.get().park(py, contents);
-        core.parked.borrow_mut(py).push(weak);
-    }
+    Ok(())
 }
 
 #[inline]

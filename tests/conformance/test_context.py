@@ -348,3 +348,23 @@ def test_pending_contexts_through_collections_cancelling_and_closing(loop, outer
     gc.collect()
     del unscheduled
     gc.collect()
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_a_fired_handle_kept_by_its_callbacks_owner_does_not_keep_it_alive(loop, kind):
+    # `self.timer = loop.call_later(..., self.method)`: the owner holds the handle and the handle
+    # held the owner's method. Once the handle has run, the owner must still be freed.
+    class Owner:
+        fired = False
+
+        def fire(self):
+            self.fired = True
+
+    owner = Owner()
+    owner.handle = _scheduler(loop, kind)(owner.fire)
+    _drain(loop)
+    assert owner.fired
+    gone = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert gone() is None
