@@ -283,6 +283,12 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
     def _debug(self):
         return self.get_debug()
 
+    @_debug.setter
+    def _debug(self, enabled):
+        # The stdlib's plain attribute: setting it changes the flag only (`set_debug` also
+        # switches coroutine origin tracking).
+        self._set_debug_flag(bool(enabled))
+
     def set_debug(self, enabled):
         self._set_debug_flag(bool(enabled))
         if self.is_running():

@@ -829,6 +829,14 @@ impl LoopCore {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    /// The stdlib loop's plain attribute, which some servers reset after `run_forever` returns:
+    /// setting it is `stop()`, clearing it cancels a stop not acted on yet.
+    #[setter(_stopping)]
+    fn stopping_set(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.stopping.store(value.is_truthy()?, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }

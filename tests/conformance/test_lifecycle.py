@@ -481,3 +481,45 @@ def test_closed_loop_that_made_futures_and_tasks_is_collected(loop_kind):
     del loop
     gc.collect()
     assert ref() is None
+
+
+def _count_to_three(loop, seen):
+    def step(i):
+        seen.append(i)
+        if i < 3:
+            loop.call_soon(step, i + 1)
+        else:
+            loop.stop()
+
+    loop.call_soon(step, 0)
+
+
+def test_stopping_attribute_can_be_set_and_cleared(loop):
+    # Some servers reset `loop._stopping` after `run_forever` returns (sanic does). Setting it
+    # is `stop()`; clearing it cancels a stop that has not been acted on yet.
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert loop._stopping is False
+    loop._stopping = False
+
+    loop.stop()
+    loop._stopping = False
+    seen = []
+    _count_to_three(loop, seen)
+    loop.run_forever()
+    assert seen == [0, 1, 2, 3]
+
+    loop._stopping = True
+    seen = []
+    _count_to_three(loop, seen)
+    loop.run_forever()
+    assert seen == [0]
+    loop.run_forever()  # the rest of the chain
+    assert seen == [0, 1, 2, 3]
+
+
+def test_debug_attribute_can_be_set(loop):
+    loop._debug = True
+    assert loop.get_debug()
+    loop._debug = False
+    assert not loop.get_debug()
