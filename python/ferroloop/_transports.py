@@ -72,6 +72,8 @@ def _stdlib_stream_methods():
     )
 
 
+_DETACH_IN_DEL = sys.version_info >= (3, 13)
+
 # 3.13's Server tracks its clients (for close_clients), so it is told which transport comes and goes.
 if len(inspect.signature(base_events.Server._attach).parameters) > 1:
 
@@ -192,7 +194,9 @@ class _CoreSocketTransport(_CoreReading, transports._FlowControlMixin):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._core.detach()
             self._sock.close()
-            if self._server is not None:
+            # From 3.13 on the stdlib's transport also tells its server it is gone (before, a
+            # collected transport stays counted, and nothing is woken in a finalizer).
+            if _DETACH_IN_DEL and self._server is not None:
                 _detach(self._server, self)
 
     # The core's methods on the class too, for code that calls them through it

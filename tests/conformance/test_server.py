@@ -1,9 +1,12 @@
 """The Server object returned by create_server: sockets, serving state, closing and waiting."""
 
 import asyncio
+import gc
 import socket
 import sys
+import warnings
 
+import loopkinds
 import pytest
 from _netutil import Recorder, recv_until_eof, shrink_buffers, wait
 from _sockutil import closing
@@ -286,3 +289,40 @@ def test_server_keeps_accepting(loop):
             await server.wait_closed()
 
     loop.run_until_complete(main())
+
+
+def test_collected_connection_after_the_loop_closed_raises_nothing(loop_kind, monkeypatch):
+    # A server's connection left open, collected after its loop was closed while
+    # `wait_closed()` still waited for it: the transport's finalizer warns and closes its socket,
+    # and must not try to wake the waiter on the closed loop.
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    accepted = []
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    loop = loopkinds.loop_factory(loop_kind)()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        server = loop.run_until_complete(loop.create_server(Keep, "127.0.0.1", 0))
+        client = socket.create_connection(server.sockets[0].getsockname())
+        try:
+            for _ in range(100):
+                if accepted:
+                    break
+                loop.run_until_complete(asyncio.sleep(0.01))
+            assert accepted
+            server.close()
+            waiting = loop.create_task(server.wait_closed())
+            loop.run_until_complete(asyncio.sleep(0.05))
+            waiting._log_destroy_pending = False
+            loop.close()
+            del waiting, server
+            accepted.clear()
+            gc.collect()
+        finally:
+            client.close()
+    assert [u.exc_value for u in unraisable] == []
+    assert any("unclosed transport" in str(w.message) for w in caught)
