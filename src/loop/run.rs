@@ -175,9 +175,7 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 run_handle(slf, &handle)
             };
             if handle.get().is_one_shot() {
-                let contents = handle.get().take_contents(py);
-                drop(handle);
-                drop(contents);
+                handle.get().finish(py);
             }
             outcome
         };
