@@ -177,9 +177,10 @@ class NetworkMixin:
 
 
 class _Registrations:
-    """A read-only, selector-shaped view of the loop's fd table (``get_key``/``get_map``), for
-    code that inspects ``loop._selector`` to see what an fd is registered for, as the stdlib's
-    datagram and pipe transports do in their ``repr``."""
+    """A selector-shaped view of the loop's fd table, for code that reaches for
+    ``loop._selector``: ``get_key`` tells what an fd is registered for (the stdlib's datagram
+    and pipe transports ask in their ``repr``), and ``unregister`` drops both of its callbacks
+    (Twisted's asyncio reactor calls it to undo a registration that failed)."""
 
     __slots__ = ("_loop",)
 
@@ -193,6 +194,15 @@ class _Registrations:
         if not events:
             raise KeyError(f"{fileobj!r} is not registered")
         return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
+
+    def unregister(self, fileobj):
+        """Drop the reader and the writer of `fileobj`'s fd and return its key, or raise
+        `KeyError` if it has neither, as a selector does."""
+        key = self.get_key(fileobj)
+        self._loop._remove_reader(key.fd)
+        self._loop._remove_writer(key.fd)
+        self._loop._forget_fileobj(key.fd)
+        return key
 
 
 # What the stdlib's stream and datagram transports call on their socket to move bytes.

@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import os
+import selectors
 import socket
 import threading
 import time
@@ -537,3 +538,25 @@ def test_many_readers(loop):
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_selector_unregister_drops_both_callbacks(loop, pair):
+    # Twisted's asyncio reactor undoes a registration through `loop._selector.unregister`.
+    a, b = pair
+    calls = []
+    loop.add_reader(a, calls.append, "read")
+    loop.add_writer(a, calls.append, "write")
+    key = loop._selector.unregister(a)
+    assert key.fd == a.fileno()
+    assert key.events == selectors.EVENT_READ | selectors.EVENT_WRITE
+    b.send(b"x")
+    _run_for(loop, 0.05)
+    assert calls == []
+    assert loop.remove_reader(a) is False
+    assert loop.remove_writer(a) is False
+    with pytest.raises(KeyError):
+        loop._selector.unregister(a)
+    # The fd can be registered again afterwards.
+    loop.add_reader(a, loop.stop)
+    loop.run_forever()
+    assert loop.remove_reader(a) is True
