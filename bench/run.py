@@ -64,6 +64,9 @@ class Cell:
     client_busy: list[float] = field(default_factory=list)
     # server rows: instructions (user + kernel) the process under test retired per op, if counted
     instr_samples: list[float] = field(default_factory=list)
+    # server rows: CPU cycles the process under test spent per op in user space / in the kernel
+    user_cycle_samples: list[float] = field(default_factory=list)
+    kernel_cycle_samples: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     status: str = "ok"  # ok | n/a | error
 
@@ -78,6 +81,14 @@ class Cell:
     @property
     def instr_median(self) -> float | None:
         return self._median(self.instr_samples)
+
+    @property
+    def user_cycle_median(self) -> float | None:
+        return self._median(self.user_cycle_samples)
+
+    @property
+    def kernel_cycle_median(self) -> float | None:
+        return self._median(self.kernel_cycle_samples)
 
     def _median(self, samples: list[float]) -> float | None:
         if self.status != "ok" or not samples:
@@ -278,10 +289,13 @@ def render_table(
     return "\n".join(lines), all_met
 
 
-def render_instructions(selected: list[rows.Row], loops: list[str], cells: dict[str, dict[str, Cell]]) -> str:
-    """Instructions per op of the process under test, for the rows that counted them; the last
-    column says how many more the best (fewest) other loop needs than ferroloop."""
-    counted = [r for r in selected if any(cells[r.name][lp].instr_median for lp in loops)]
+def render_per_op(
+    selected: list[rows.Row], loops: list[str], cells: dict[str, dict[str, Cell]], samples: str
+) -> str:
+    """A count per op of the process under test (`samples` names the Cell list: instructions or
+    cycles), for the rows that counted it; the last column says how many more the best
+    (fewest) other loop needs than ferroloop."""
+    counted = [r for r in selected if any(getattr(cells[r.name][lp], samples) for lp in loops)]
     if not counted:
         return ""
     header = ["row", *loops] + ([f"best other / {TARGET}"] if TARGET in loops else [])
@@ -292,17 +306,20 @@ def render_instructions(selected: list[rows.Row], loops: list[str], cells: dict[
     for r in counted:
         row_cells = cells[r.name]
         values = [r.name]
+        medians = {}
         for lp in loops:
             c = row_cells[lp]
-            med = c.instr_median
+            got = getattr(c, samples)
+            med = c._median(got)
             if med is None:
                 values.append(c.status if c.status != "ok" else "-")
                 continue
-            spread = (max(c.instr_samples) - min(c.instr_samples)) / 2 / med * 100
+            medians[lp] = med
+            spread = (max(got) - min(got)) / 2 / med * 100
             values.append(f"{fmt_rate(med)} ±{spread:.1f}%")
         if TARGET in loops:
-            mine = row_cells[TARGET].instr_median
-            others = {lp: v for lp in loops if lp != TARGET and (v := row_cells[lp].instr_median)}
+            mine = medians.get(TARGET)
+            others = {lp: v for lp, v in medians.items() if lp != TARGET and v}
             if mine and others:
                 best = min(others, key=lambda k: others[k])
                 values.append(f"{others[best] / mine:.2f}x ({best})")
@@ -327,12 +344,24 @@ def render(
             "\n\nPer CPU-second of the process under test (the server, or the parent for `proc`), "
             "same rounds:\n\n" + cpu_table
         )
-    instructions = render_instructions(selected, loops, cells)
+    instructions = render_per_op(selected, loops, cells, "instr_samples")
     if instructions:
         table += (
             "\n\nInstructions (user + kernel) the process under test retired per op, counted by `perf stat`"
             " over the same windows (lower is better; these move far less between rounds than time"
             " does):\n\n" + instructions
+        )
+    user_cycles = render_per_op(selected, loops, cells, "user_cycle_samples")
+    if user_cycles:
+        table += (
+            "\n\nCPU cycles per op the process under test spent in user space (the loop, the"
+            " interpreter, the row's own code), same windows:\n\n" + user_cycles
+        )
+    kernel_cycles = render_per_op(selected, loops, cells, "kernel_cycle_samples")
+    if kernel_cycles:
+        table += (
+            "\n\nCPU cycles per op the process under test spent in the kernel (system calls, and on"
+            " loopback the TCP stack's work for both ends of each send), same windows:\n\n" + kernel_cycles
         )
     server = "; server rows: server on CPU {}, load generator on CPU {}".format(*meta["net_cpus"])  # type: ignore[misc]
 
@@ -464,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
                         cell.client_busy.append(float(data["client_busy"]))
                     if data.get("instructions_per_op"):
                         cell.instr_samples.append(float(data["instructions_per_op"]))
+                    if data.get("user_cycles_per_op"):
+                        cell.user_cycle_samples.append(float(data["user_cycles_per_op"]))
+                    if data.get("kernel_cycles_per_op"):
+                        cell.kernel_cycle_samples.append(float(data["kernel_cycles_per_op"]))
                     if "close_error" in data:
                         cell.errors.append(f"loop close failed: {data['close_error']}")
                     rate = fmt_rate(data["ops_per_s"])
@@ -501,7 +534,13 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_unit": r.cpu_unit,
                 "loops": {
                     lp: vars(c)
-                    | {"median": c.median, "cpu_median": c.cpu_median, "instr_median": c.instr_median}
+                    | {
+                        "median": c.median,
+                        "cpu_median": c.cpu_median,
+                        "instr_median": c.instr_median,
+                        "user_cycle_median": c.user_cycle_median,
+                        "kernel_cycle_median": c.kernel_cycle_median,
+                    }
                     for lp, c in cells[r.name].items()
                 },
             }

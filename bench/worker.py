@@ -86,6 +86,10 @@ def main() -> int:
         out["client_busy"] = round(result.client_busy, 3)
     if result.instructions is not None:
         out["instructions_per_op"] = result.instructions / result.ops
+    if result.user_cycles is not None:
+        out["user_cycles_per_op"] = result.user_cycles / result.ops
+    if result.kernel_cycles is not None:
+        out["kernel_cycles_per_op"] = result.kernel_cycles / result.ops
     if close_error:
         out["close_error"] = close_error
     print(json.dumps(out))

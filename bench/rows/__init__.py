@@ -43,6 +43,10 @@ class Measurement:
     # Server rows: instructions (user + kernel) the process under test retired in the measured
     # window, when ``perf`` can count them.
     instructions: float | None = None
+    # Server rows: CPU cycles the process under test spent in user space and in the kernel in the
+    # measured window, when ``perf`` can count them.
+    user_cycles: float | None = None
+    kernel_cycles: float | None = None
 
 
 @dataclass

@@ -6,8 +6,9 @@ separate process (the Rust echo client in ``bench/loadgen`` or ``wrk``) pinned t
 so the only loop feature the driver relies on is ``call_soon_threadsafe``.  The thread
 samples the worker's CPU time (all threads, user + system) exactly at the edges of the
 load generator's measured window, and, where ``perf`` is installed and allowed to count, the
-instructions the worker retires in it (``InstructionCounter``): unlike time, that count hardly
-moves with what else the machine runs.
+instructions the worker retires in it and the cycles it spends in user space and in the kernel
+(``PerfCounter``): unlike time, the instruction count hardly moves with what else the machine
+runs, and the cycles show which side of the system-call boundary the time went to.
 """
 
 from __future__ import annotations
@@ -56,11 +57,24 @@ class ClientError(RuntimeError):
     """The load generator failed or reported something wrong."""
 
 
-class InstructionCounter:
-    """Counts the instructions (user + kernel) this process retires between ``start`` and ``stop``
-    with ``perf stat`` attached to it; ``stop`` returns ``None`` when perf is missing or may not
-    count. Attaching takes a few milliseconds, which the count misses at the start of a
-    window of seconds (the same for every loop)."""
+@dataclass(frozen=True)
+class PerfCounts:
+    """What ``perf stat`` counted for this process over a measured window."""
+
+    instructions: float  # retired, user + kernel
+    user_cycles: float | None  # CPU cycles in user space (None: not counted)
+    kernel_cycles: float | None  # CPU cycles in the kernel (None: not counted)
+
+
+class PerfCounter:
+    """Counts the instructions (user + kernel) this process retires, and the CPU cycles it spends
+    in user space and in the kernel, between ``start`` and ``stop`` with ``perf stat`` attached to
+    it; ``stop`` returns ``None`` when perf is missing or may not count instructions (cycles
+    alone may be missing, on a machine without that counter). Attaching takes a few
+    milliseconds, which the count misses at the start of a window of seconds (the same for
+    every loop)."""
+
+    EVENTS = ("instructions:u", "instructions:k", "cycles:u", "cycles:k")
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[str] | None = None
@@ -69,7 +83,7 @@ class InstructionCounter:
         perf = shutil.which("perf")
         if perf is None:
             return
-        argv = [perf, "stat", "-x", ",", "-e", "instructions:u,instructions:k", "-p", str(os.getpid())]
+        argv = [perf, "stat", "-x", ",", "-e", ",".join(self.EVENTS), "-p", str(os.getpid())]
         try:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -77,7 +91,7 @@ class InstructionCounter:
         except OSError:
             self._proc = None
 
-    def stop(self) -> float | None:
+    def stop(self) -> PerfCounts | None:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
@@ -89,17 +103,21 @@ class InstructionCounter:
             proc.kill()
             proc.communicate()
             return None
-        total = 0.0
-        counted = 0
+        counts: dict[str, float] = {}
         for line in err.splitlines():
             fields = line.split(",")
-            if len(fields) > 2 and fields[2].startswith("instructions"):
+            if len(fields) > 2 and fields[2] in self.EVENTS:
                 try:
-                    total += float(fields[0])
+                    counts[fields[2]] = float(fields[0])
                 except ValueError:  # "<not supported>", "<not counted>"
-                    return None
-                counted += 1
-        return total if counted == 2 else None
+                    pass
+        if "instructions:u" not in counts or "instructions:k" not in counts:
+            return None
+        return PerfCounts(
+            counts["instructions:u"] + counts["instructions:k"],
+            counts.get("cycles:u"),
+            counts.get("cycles:k"),
+        )
 
 
 def cpu_now(who: int = resource.RUSAGE_SELF) -> float:
@@ -122,12 +140,21 @@ class ClientRun:
     cpu_seconds: float  # CPU time of this (server) process in the measured window
     client_busy: float  # load generator's CPU time / wall time of its whole run (1.0 = one core)
     info: dict[str, Any]
-    instructions: float | None = None  # retired by this process in the measured window, if counted
+    perf: PerfCounts | None = None  # counted for this process in the measured window, if perf could
 
     def measurement(self) -> Measurement:
         if self.ops <= 0:
             raise ClientError(f"no requests completed in the measured window: {self.info}")
-        return Measurement(self.ops, self.seconds, self.cpu_seconds, self.client_busy, self.instructions)
+        perf = self.perf
+        return Measurement(
+            self.ops,
+            self.seconds,
+            self.cpu_seconds,
+            self.client_busy,
+            perf.instructions if perf else None,
+            perf.user_cycles if perf else None,
+            perf.kernel_cycles if perf else None,
+        )
 
 
 def _pin(cpu: int | None) -> Callable[[], None] | None:
@@ -199,8 +226,9 @@ def _drive_loadgen(argv: list[str]) -> ClientRun:
         raise ClientError(f"{LOADGEN} not built; run bench/setup.sh")
     client_cpu0, t0 = children_cpu_now(), time.perf_counter()
     proc = _popen(argv)
-    counter = InstructionCounter()
-    cpu_start = cpu_end = instructions = None
+    counter = PerfCounter()
+    cpu_start = cpu_end = None
+    perf: PerfCounts | None = None
     done: dict[str, Any] | None = None
     try:
         assert proc.stdout is not None
@@ -212,7 +240,7 @@ def _drive_loadgen(argv: list[str]) -> ClientRun:
                 counter.start()
             elif kind == "done":
                 cpu_end = cpu_now()
-                instructions = counter.stop()
+                perf = counter.stop()
                 done = event
         proc.wait()
     finally:
@@ -223,9 +251,7 @@ def _drive_loadgen(argv: list[str]) -> ClientRun:
     if done is None or cpu_start is None or cpu_end is None:
         raise ClientError(f"loadgen printed no result: {_stderr_tail(err)}")
     busy = (children_cpu_now() - client_cpu0) / (time.perf_counter() - t0)
-    return ClientRun(
-        int(done["round_trips"]), float(done["seconds"]), cpu_end - cpu_start, busy, done, instructions
-    )
+    return ClientRun(int(done["round_trips"]), float(done["seconds"]), cpu_end - cpu_start, busy, done, perf)
 
 
 async def run_loadgen(port: int, size: int, duration_ms: int, *, tls_ca: Path | None = None) -> ClientRun:
@@ -290,18 +316,16 @@ def _wrk_once(url: str, seconds: int) -> dict[str, Any]:
 def _drive_wrk(url: str, warmup_s: int, duration_s: int) -> ClientRun:
     if warmup_s:
         _wrk_once(url, warmup_s)
-    counter = InstructionCounter()
+    counter = PerfCounter()
     counter.start()
     try:
         cpu_start, client_cpu0, t0 = cpu_now(), children_cpu_now(), time.perf_counter()
         summary = _wrk_once(url, duration_s)
         cpu_seconds = cpu_now() - cpu_start
     finally:
-        instructions = counter.stop()
+        perf = counter.stop()
     busy = (children_cpu_now() - client_cpu0) / (time.perf_counter() - t0)
-    return ClientRun(
-        int(summary["requests"]), summary["duration_us"] / 1e6, cpu_seconds, busy, summary, instructions
-    )
+    return ClientRun(int(summary["requests"]), summary["duration_us"] / 1e6, cpu_seconds, busy, summary, perf)
 
 
 async def run_wrk(url: str, duration_ms: int) -> ClientRun:
