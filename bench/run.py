@@ -289,6 +289,26 @@ def render_table(
     return "\n".join(lines), all_met
 
 
+# The per-op tables of server rows: which Cell samples each shows, and its caption.
+PER_OP_TABLES = (
+    (
+        "instr_samples",
+        "Instructions (user + kernel) the process under test retired per op, counted by `perf stat`"
+        " over the same windows (lower is better; these move far less between rounds than time does)",
+    ),
+    (
+        "user_cycle_samples",
+        "CPU cycles per op the process under test spent in user space (the loop, the interpreter,"
+        " the row's own code), same windows",
+    ),
+    (
+        "kernel_cycle_samples",
+        "CPU cycles per op the process under test spent in the kernel (system calls, and on loopback"
+        " the TCP stack's work for both ends of each send), same windows",
+    ),
+)
+
+
 def render_per_op(
     selected: list[rows.Row], loops: list[str], cells: dict[str, dict[str, Cell]], samples: str
 ) -> str:
@@ -344,25 +364,10 @@ def render(
             "\n\nPer CPU-second of the process under test (the server, or the parent for `proc`), "
             "same rounds:\n\n" + cpu_table
         )
-    instructions = render_per_op(selected, loops, cells, "instr_samples")
-    if instructions:
-        table += (
-            "\n\nInstructions (user + kernel) the process under test retired per op, counted by `perf stat`"
-            " over the same windows (lower is better; these move far less between rounds than time"
-            " does):\n\n" + instructions
-        )
-    user_cycles = render_per_op(selected, loops, cells, "user_cycle_samples")
-    if user_cycles:
-        table += (
-            "\n\nCPU cycles per op the process under test spent in user space (the loop, the"
-            " interpreter, the row's own code), same windows:\n\n" + user_cycles
-        )
-    kernel_cycles = render_per_op(selected, loops, cells, "kernel_cycle_samples")
-    if kernel_cycles:
-        table += (
-            "\n\nCPU cycles per op the process under test spent in the kernel (system calls, and on"
-            " loopback the TCP stack's work for both ends of each send), same windows:\n\n" + kernel_cycles
-        )
+    for samples, caption in PER_OP_TABLES:
+        per_op = render_per_op(selected, loops, cells, samples)
+        if per_op:
+            table += f"\n\n{caption}:\n\n{per_op}"
     server = "; server rows: server on CPU {}, load generator on CPU {}".format(*meta["net_cpus"])  # type: ignore[misc]
 
     doc = [
