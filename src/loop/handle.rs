@@ -118,10 +118,15 @@ impl Handle {
     }
 
     /// Whether the context is a shared snapshot; it is the handle's own from now on (the caller
-    /// makes it so).
+    /// makes it so). A load and a store, not a swap: the flag changes only with the GIL held, and
+    /// a swap is a locked instruction, which cost this per-callback path a pipeline stall.
     #[inline]
     pub(crate) fn take_shared_context(&self) -> bool {
-        self.shared_context.load(Ordering::Relaxed) && self.shared_context.swap(false, Ordering::Relaxed)
+        let shared = self.shared_context.load(Ordering::Relaxed);
+        if shared {
+            self.shared_context.store(false, Ordering::Relaxed);
+        }
+        shared
     }
 
     /// Gives the handle a context of its own in place of a shared snapshot: a copy of it (made

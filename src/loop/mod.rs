@@ -195,7 +195,7 @@ impl LoopCore {
 
     /// `self.time()` when `time` is overridden, else `None` (the native clock applies). Python
     /// code, so it is asked with no state borrowed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn overridden_now(slf: &Bound<'_, Self>) -> PyResult<Option<f64>> {
         if slf.get().has_custom_time() {
             Self::custom_now(slf)?.extract().map(Some)

@@ -65,7 +65,9 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             )
         }
     };
-    finish_all(py, std::mem::take(&mut released));
+    if !released.is_empty() {
+        finish_all(py, std::mem::take(&mut released));
+    }
     core.drop_unshared_snapshot(py);
 
     if let Some(timeout) = poll_timeout {
@@ -96,7 +98,9 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         }
         std::mem::swap(&mut *core.batch.borrow_mut(py), &mut st.ready);
     }
-    finish_all(py, released);
+    if !released.is_empty() {
+        finish_all(py, released);
+    }
 
     run_batch(slf)
 }
