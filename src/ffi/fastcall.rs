@@ -58,7 +58,15 @@ impl<'a, 'py> FastArgs<'a, 'py> {
 }
 
 /// The safe signature of a fast method: `slf` is the object the method was called on.
-pub type FastMethod = for<'a, 'py> fn(&Bound<'py, PyAny>, FastArgs<'a, 'py>) -> PyResult<Bound<'py, PyAny>>;
+pub trait FastMethod:
+    Copy + for<'a, 'py> Fn(&Bound<'py, PyAny>, FastArgs<'a, 'py>) -> PyResult<Bound<'py, PyAny>>
+{
+}
+
+impl<F: Copy> FastMethod for F where
+    F: for<'a, 'py> Fn(&Bound<'py, PyAny>, FastArgs<'a, 'py>) -> PyResult<Bound<'py, PyAny>>
+{
+}
 
 /// Runs `method` for a raw vectorcall, turning errors and panics into a Python exception.
 ///
@@ -66,8 +74,13 @@ pub type FastMethod = for<'a, 'py> fn(&Bound<'py, PyAny>, FastArgs<'a, 'py>) -> 
 /// Must be called by CPython as a `METH_FASTCALL | METH_KEYWORDS` method: the GIL is held, `slf`
 /// is live, `args` holds `PyVectorcall_NARGS(nargsf)` positional values followed by one value per
 /// entry of `kwnames` (a tuple of str, or NULL).
-pub unsafe fn trampoline(
-    method: FastMethod,
+///
+/// Generic over the method, and inlined with it into each entry point: through a function
+/// pointer, the arguments and the result went through memory, and reading the result back
+/// stalled every call.
+#[inline(always)]
+pub unsafe fn trampoline<M: FastMethod>(
+    method: M,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
@@ -89,9 +102,10 @@ pub unsafe fn trampoline(
 ///
 /// # Safety
 /// As for `trampoline`.
-unsafe fn call(
+#[inline(always)]
+unsafe fn call<M: FastMethod>(
     py: Python<'_>,
-    method: FastMethod,
+    method: M,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,

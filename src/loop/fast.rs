@@ -28,6 +28,9 @@ fn missing(method: &str, what: &str) -> PyErr {
     PyTypeError::new_err(format!("{method}() missing required positional argument: '{what}'"))
 }
 
+// Inlined into each caller: returned through memory, the parsed call was read back in wider
+// loads than it was written with, which stalled every call (store-to-load forwarding).
+#[inline(always)]
 fn parse<'a, 'py>(method: &str, fixed: Option<&str>, a: &FastArgs<'a, 'py>) -> PyResult<Call<'a, 'py>> {
     // Positional order: [fixed], callback, *args. `fixed` and `callback` may also come as
     // keywords when they are not given positionally (then no extra arguments can precede them).
@@ -89,6 +92,7 @@ fn parse<'a, 'py>(method: &str, fixed: Option<&str>, a: &FastArgs<'a, 'py>) -> P
     })
 }
 
+#[inline(always)]
 fn loop_of<'a, 'py>(slf: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, LoopCore>> {
     Ok(slf.cast::<LoopCore>()?)
 }
