@@ -432,7 +432,9 @@ impl TimerHandle {
     pub(crate) fn cancel_py(slf: &Bound<'_, Self>) -> PyResult<()> {
         let base = slf.as_super();
         if !base.get().is_cancelled() && slf.get().scheduled.load(Ordering::Relaxed) {
-            slf.get().cancelled_timers.fetch_add(1, Ordering::Relaxed);
+            // A load and a store: the counter changes only with the GIL held (see take_shared_context).
+            let counter = &slf.get().cancelled_timers;
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         }
         Handle::cancel_py(base)
     }
