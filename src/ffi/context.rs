@@ -7,6 +7,12 @@
 //! through the C API, so it is read from the object's layout (`struct _pycontextobject` in
 //! CPython's Include/internal/pycore_context.h, the same in 3.11-3.13). `sharing_supported`
 //! checks that layout on the running interpreter once; where the check fails, nothing is shared.
+//!
+//! Comparing needs the variables of the current context, which the C API only hands out by
+//! copying the context (`PyContext_CopyCurrent`, a new collector object). `current` reads the
+//! thread state's `context` field instead (`PyThreadState` in CPython's
+//! Include/cpython/pystate.h), at the offset of the running version, once checked by entering and
+//! leaving a context; where the check fails, `current` gives nothing and callers copy.
 
 use std::ffi::c_void;
 
@@ -52,6 +58,78 @@ pub fn copy_of(context: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     // SAFETY: the GIL is held; PyContext_Copy type-checks its argument and returns a new
     // reference, or NULL with an exception set.
     unsafe { Bound::from_owned_ptr_or_err(context.py(), ffi::PyContext_Copy(context.as_ptr())).map(Bound::unbind) }
+}
+
+/// Byte offset of `PyThreadState.context`, per version (`offsetof` in each version's headers).
+fn thread_context_offset_for(version: (u8, u8)) -> Option<usize> {
+    match version {
+        (3, 11) => Some(224),
+        (3, 12) | (3, 13) => Some(208),
+        _ => None,
+    }
+}
+
+/// The thread state's `context` field at `offset`.
+///
+/// # Safety
+/// The GIL is held by this thread and `offset` is the field's (checked by `thread_field_holds`,
+/// or being checked by it: every candidate lies inside the thread state of its version).
+#[inline]
+unsafe fn thread_context_at(offset: usize) -> *mut ffi::PyObject {
+    // SAFETY: per the contract, the thread state is live (the GIL is held) and a pointer-sized,
+    // pointer-aligned field lies at `offset` within it.
+    unsafe {
+        ffi::PyThreadState_Get()
+            .cast::<u8>()
+            .add(offset)
+            .cast::<*mut ffi::PyObject>()
+            .read()
+    }
+}
+
+/// The offset of the thread state's context on this interpreter, if the check passed.
+fn thread_context_offset(py: Python<'_>) -> Option<usize> {
+    static OFFSET: PyOnceLock<Option<usize>> = PyOnceLock::new();
+    *OFFSET.get_or_init(py, || {
+        let v = py.version_info();
+        let offset = thread_context_offset_for((v.major, v.minor))?;
+        thread_field_holds(py, offset).unwrap_or(false).then_some(offset)
+    })
+}
+
+/// Whether the thread state's field at `offset` is the current context: it becomes a new context
+/// while that is entered and returns to what it was when it is left.
+fn thread_field_holds(py: Python<'_>, offset: usize) -> PyResult<bool> {
+    // SAFETY: the GIL is held; PyContext_New returns a new reference or NULL with an exception
+    // set. The fresh context is entered and exited on this thread, and `offset` is the candidate
+    // for this version, inside its thread state.
+    unsafe {
+        let context = Bound::from_owned_ptr_or_err(py, ffi::PyContext_New())?;
+        let before = thread_context_at(offset);
+        if ffi::PyContext_Enter(context.as_ptr()) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let inside = thread_context_at(offset);
+        if ffi::PyContext_Exit(context.as_ptr()) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let after = thread_context_at(offset);
+        Ok(inside == context.as_ptr() && after == before && before != inside)
+    }
+}
+
+/// The current context, without copying it; None where it cannot be read (see the module docs)
+/// or when this thread has none yet.
+#[inline]
+pub fn current(py: Python<'_>) -> Option<Borrowed<'_, '_, PyAny>> {
+    let offset = thread_context_offset(py)?;
+    // SAFETY: the GIL is held and `offset` passed `thread_field_holds`. The field holds a
+    // strong reference to a context (or NULL) for as long as that context is current, and the
+    // borrow cannot outlive the GIL token.
+    unsafe {
+        let ptr = thread_context_at(offset);
+        (!ptr.is_null()).then(|| Borrowed::from_ptr(py, ptr))
+    }
 }
 
 /// Checks the layout on this interpreter: a copy shares its original's mapping, setting a

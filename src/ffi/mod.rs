@@ -88,6 +88,17 @@ pub fn run_in_context<'py>(
     result
 }
 
+/// Lets go of `obj` through the GIL token, on the per-callback paths.
+///
+/// Dropping a `Py<T>` first asks PyO3 whether the thread is attached, a thread-local read that
+/// in an extension module is a `__tls_get_addr` call; with `py` at hand that is known already.
+#[inline]
+pub fn release<T>(py: Python<'_>, obj: Option<Py<T>>) {
+    if let Some(obj) = obj {
+        obj.drop_ref(py);
+    }
+}
+
 /// How many references to `obj` there are.
 #[inline]
 pub fn ref_count<T>(_py: Python<'_>, obj: &Py<T>) -> isize {

@@ -52,6 +52,20 @@ impl CallArgs {
         }
     }
 
+    /// Lets go of the arguments (see `ffi::release`).
+    #[inline]
+    pub fn release(self, py: Python<'_>) {
+        match self {
+            CallArgs::Zero => {}
+            CallArgs::One(a) => a.drop_ref(py),
+            CallArgs::Two(a, b) => {
+                a.drop_ref(py);
+                b.drop_ref(py);
+            }
+            CallArgs::Many(t) => t.drop_ref(py),
+        }
+    }
+
     /// The objects held, for the garbage collector.
     pub fn objects(&self) -> [Option<&Py<PyAny>>; 2] {
         match self {

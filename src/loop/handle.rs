@@ -53,6 +53,16 @@ pub struct Handle {
 /// A finished handle's callback, arguments and context.
 pub(crate) type Contents = (Option<Py<PyAny>>, Option<CallArgs>, Option<Py<PyAny>>);
 
+/// Lets go of a handle's contents (see `ffi::release`).
+#[inline]
+pub(crate) fn release_contents(py: Python<'_>, (callback, args, context): Contents) {
+    ffi::release(py, callback);
+    if let Some(args) = args {
+        args.release(py);
+    }
+    ffi::release(py, context);
+}
+
 /// What running a handle needs, taken out of the handle so the callback may re-enter it.
 pub(crate) struct Parts {
     pub callback: Py<PyAny>,
@@ -155,7 +165,7 @@ impl Handle {
     /// never has to hand it back to the garbage collector.
     #[inline]
     pub(crate) fn finish(&self, py: Python<'_>) {
-        drop(self.take_contents(py));
+        release_contents(py, self.take_contents(py));
     }
 
     /// What `finish` releases.

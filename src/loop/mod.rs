@@ -383,24 +383,30 @@ impl LoopCore {
         if let Some(context) = given {
             return Ok((context, false));
         }
-        let current = ffi::copy_context(py)?;
         if !ffi::context::sharing_supported(py) {
-            return Ok((current, false));
+            return Ok((ffi::copy_context(py)?, false));
         }
-        // Contexts are released with no borrow held: their variables' finalizers may run.
-        let mut snapshot = self.context_snapshot.borrow_mut(py);
-        if let Some(shared) = snapshot
-            .as_ref()
-            .filter(|s| ffi::context::same_vars(s.bind(py), current.bind(py)))
-        {
-            let shared = shared.clone_ref(py);
-            drop(snapshot);
-            drop(current);
-            return Ok((shared, true));
-        }
-        let previous = snapshot.replace(current.clone_ref(py));
-        drop(snapshot);
-        drop(previous);
+        // With a snapshot to compare with, the current context is read in place: copied only
+        // when the snapshot will not do.
+        let snapshot = self.context_snapshot.borrow_mut(py);
+        let compared = snapshot.as_ref().and_then(|s| Some((s, ffi::context::current(py)?)));
+        let current = match compared {
+            Some((shared, current)) if ffi::context::same_vars(shared.bind(py), &current) => {
+                return Ok((shared.clone_ref(py), true));
+            }
+            Some((_, current)) => {
+                drop(snapshot);
+                ffi::context::copy_of(&current)?
+            }
+            None => {
+                drop(snapshot);
+                ffi::copy_context(py)?
+            }
+        };
+        // The copy is the snapshot from now on. The previous one is released with no borrow
+        // held: its variables' finalizers may run.
+        let previous = self.context_snapshot.borrow_mut(py).replace(current.clone_ref(py));
+        ffi::release(py, previous);
         Ok((current, true))
     }
 
@@ -419,10 +425,13 @@ impl LoopCore {
     /// nothing else holds it but the loop's cache, which then lets go of it.
     #[inline]
     pub(crate) fn claim_snapshot(&self, py: Python<'_>, context: &Py<PyAny>) -> bool {
-        ffi::solely_owned(py, context)
-            || self
-                .take_snapshot_if(py, |s| s.is(context) && ffi::ref_count(py, context) == 2)
-                .is_some()
+        if ffi::solely_owned(py, context) {
+            return true;
+        }
+        let taken = self.take_snapshot_if(py, |s| s.is(context) && ffi::ref_count(py, context) == 2);
+        let claimed = taken.is_some();
+        ffi::release(py, taken);
+        claimed
     }
 
     /// Lets go of the context snapshot once nothing but the loop holds it (the handles that

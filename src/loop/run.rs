@@ -17,7 +17,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::handle::Handle;
+use super::handle::{release_contents, Handle};
 use super::{LoopCore, WAKER_TOKEN};
 use crate::{errors, ffi, sys};
 
@@ -229,8 +229,8 @@ fn run_one_shot(slf: &Bound<'_, LoopCore>, handle: Py<Handle>) -> PyResult<()> {
             outcome
         }
     };
-    drop(handle);
-    drop(contents);
+    handle.drop_ref(py);
+    release_contents(py, contents);
     outcome
 }
 
@@ -246,8 +246,7 @@ fn context_for_run(core: &LoopCore, py: Python<'_>, slot: &mut Option<Py<PyAny>>
         return Ok(());
     }
     let copy = ffi::context::copy_of(snapshot.bind(py))?;
-    let snapshot = slot.replace(copy);
-    drop(snapshot);
+    ffi::release(py, slot.replace(copy));
     Ok(())
 }
 

@@ -118,6 +118,37 @@ def test_set_after_scheduling_from_a_lone_callback(loop, outer_value, kind):
     assert seen == ["outer"]
 
 
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_scheduled_inside_another_contexts_run(loop, outer_value, kind):
+    # Inside `ctx.run()` the current context is `ctx`, not the one the loop entered for the
+    # callback: handles scheduled there see ctx's values, and what they set reaches neither.
+    seen = []
+    schedule = _scheduler(loop, kind)
+    other = contextvars.copy_context()
+    other.run(var.set, "other")
+    same = contextvars.copy_context()
+
+    def record(tag):
+        seen.append((tag, var.get()))
+        var.set(f"set-by-{tag}")
+
+    def first():
+        schedule(record, "before")
+        other.run(schedule, record, "in-other")
+        same.run(schedule, record, "in-same")
+        other.run(var.set, "other-changed")
+        schedule(record, "after")
+
+    schedule(first)
+    _drain(loop)
+    assert sorted(seen) == sorted(
+        [("before", "outer"), ("in-other", "other"), ("in-same", "outer"), ("after", "outer")]
+    )
+    assert other[var] == "other-changed"
+    assert same[var] == "outer"
+    assert var.get() == "outer"
+
+
 @pytest.mark.parametrize("kind", ["call_soon", "call_soon_threadsafe"])
 def test_a_cancelled_handles_context_values_are_freed(loop, kind):
     class Value:
