@@ -17,6 +17,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ffi::fastcall::install::<r#loop::TimerHandle>(m.py(), r#loop::TIMER_METHODS)?;
     m.add_class::<r#loop::Handle>()?;
     m.add_class::<r#loop::TimerHandle>()?;
+    // After both types exist, so that TimerHandle has not inherited Handle's slots.
+    ffi::freelist::install::<r#loop::Handle>(m.py());
+    ffi::freelist::install::<r#loop::TimerHandle>(m.py());
     m.add_class::<transport::StreamCore>()?;
     m.add_class::<transport::DatagramCore>()?;
     m.add_class::<transport::ReadPipeCore>()?;

@@ -5,6 +5,7 @@
 mod buffer;
 pub mod context;
 pub mod fastcall;
+pub mod freelist;
 mod gil_cell;
 
 pub use buffer::{with_bytes, with_writable};

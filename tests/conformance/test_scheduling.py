@@ -471,6 +471,43 @@ def test_run_forever_sleeps_until_timer(loop):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context is new in 3.12")
+def test_handles_made_after_others_were_freed_start_fresh(loop):
+    # Thousands of handles made, run or cancelled, and freed, in waves: each new one starts out
+    # as a new object (not cancelled, its own callback, arguments and context, no weak
+    # references), and a weak reference to a freed one stays dead.
+    import gc
+    import weakref
+
+    seen = []
+    dead = []
+    for wave in range(3):
+        handles = [loop.call_soon(seen.append, (wave, i)) for i in range(1500)]
+        timers = [loop.call_later(0, seen.append, (wave, -i)) for i in range(1, 1501)]
+        for h in handles + timers:
+            assert not h.cancelled()
+            assert weakref.getweakrefcount(h) == 0
+        for h in handles[::2] + timers[::2]:
+            h.cancel()
+        dead.extend(weakref.ref(h) for h in handles[:10] + timers[:10])
+        assert [h.get_context() is not None for h in handles[1:4]] == [True] * 3
+        assert timers[1].when() <= loop.time()
+        del handles, timers
+        run_briefly(loop)
+        gc.collect()
+        assert all(ref() is None for ref in dead)
+    expected = sorted(
+        (wave, sign * i)
+        for wave in range(3)
+        for sign, start in ((1, 0), (-1, 1))
+        for i in range(start, 1500 + start)
+        if (i - start) % 2 == 1
+    )
+    assert sorted(seen) == expected
+    fresh = loop.call_soon(seen.append, "last")
+    assert repr(fresh).startswith("<Handle list.append(") and not fresh.cancelled()
+    assert fresh._args == ("last",)
+
+
 def test_handle_get_context_explicit(loop):
     ctx = contextvars.copy_context()
     handle = loop.call_soon(lambda: None, context=ctx)
