@@ -386,28 +386,45 @@ impl LoopCore {
         if !ffi::context::sharing_supported(py) {
             return Ok((ffi::copy_context(py)?, false));
         }
-        // With a snapshot to compare with, the current context is read in place: copied only
-        // when the snapshot will not do.
+        // Copies are made, and a previous snapshot released, with no borrow held: allocating a
+        // GC object may run a collection, and a context's variables may have finalizers.
         let snapshot = self.context_snapshot.borrow_mut(py);
-        let compared = snapshot.as_ref().and_then(|s| Some((s, ffi::context::current(py)?)));
-        let current = match compared {
-            Some((shared, current)) if ffi::context::same_vars(shared.bind(py), &current) => {
+        let Some(shared) = snapshot.as_ref() else {
+            drop(snapshot);
+            return Ok((self.replace_snapshot(py, ffi::copy_context(py)?), true));
+        };
+        // Where the thread state can be read, the current context is compared in place and
+        // copied only when the snapshot will not do.
+        if let Some(current) = ffi::context::current(py) {
+            if ffi::context::same_vars(shared.bind(py), &current) {
                 return Ok((shared.clone_ref(py), true));
             }
-            Some((_, current)) => {
-                drop(snapshot);
-                ffi::context::copy_of(&current)?
-            }
-            None => {
-                drop(snapshot);
-                ffi::copy_context(py)?
-            }
-        };
-        // The copy is the snapshot from now on. The previous one is released with no borrow
-        // held: its variables' finalizers may run.
-        let previous = self.context_snapshot.borrow_mut(py).replace(current.clone_ref(py));
+            drop(snapshot);
+            return Ok((self.replace_snapshot(py, ffi::context::copy_of(&current)?), true));
+        }
+        // Elsewhere it is copied to be compared.
+        drop(snapshot);
+        let current = ffi::copy_context(py)?;
+        let snapshot = self.context_snapshot.borrow_mut(py);
+        if let Some(shared) = snapshot
+            .as_ref()
+            .filter(|s| ffi::context::same_vars(s.bind(py), current.bind(py)))
+        {
+            let shared = shared.clone_ref(py);
+            drop(snapshot);
+            current.drop_ref(py);
+            return Ok((shared, true));
+        }
+        drop(snapshot);
+        Ok((self.replace_snapshot(py, current), true))
+    }
+
+    /// Makes `copy` the loop's snapshot and returns it; the previous one is released after the
+    /// borrow (its variables may have finalizers).
+    fn replace_snapshot(&self, py: Python<'_>, copy: Py<PyAny>) -> Py<PyAny> {
+        let previous = self.context_snapshot.borrow_mut(py).replace(copy.clone_ref(py));
         ffi::release(py, previous);
-        Ok((current, true))
+        copy
     }
 
     /// Takes the snapshot out of the loop's cache when `release` says so of it.
