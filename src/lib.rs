@@ -20,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // After both types exist, so that TimerHandle has not inherited Handle's slots.
     ffi::freelist::install::<r#loop::Handle>(m.py());
     ffi::freelist::install::<r#loop::TimerHandle>(m.py());
+    r#loop::install_handle_lifecycle(m.py())?;
     m.add_class::<transport::StreamCore>()?;
     m.add_class::<transport::DatagramCore>()?;
     m.add_class::<transport::ReadPipeCore>()?;

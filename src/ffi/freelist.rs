@@ -12,6 +12,15 @@
 //! default slots are set up (a subclass made in Python gets `PyType_GenericAlloc` and
 //! `PyObject_Free` of its own from `type.__new__`), and each list is bounded. At exit the lists
 //! forget their blocks, which the interpreter's allocator releases with everything else.
+//!
+//! The loop makes and frees handles on its own paths, so it can skip PyO3's generic ones too:
+//! PyO3 makes an object by calling the base type's `tp_new` (`object_new`, which checks its
+//! arguments and calls `tp_alloc`), and frees it through a trampoline that sets up PyO3's
+//! thread-local state and looks up slots by name. `take` hands out a kept block as a new object
+//! for the caller to write its Rust value into, and `set_release` gives the type a `tp_dealloc`
+//! that clears weak references, lets the type's own `release` function drop the value through
+//! the GIL token, and keeps the block. Objects of a Python subclass go to PyO3's `tp_dealloc`,
+//! as before.
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
@@ -27,10 +36,15 @@ const TYPES: usize = 2;
 /// whose objects have a header in front of them.
 const PREHEADER_FLAGS: std::os::raw::c_ulong = (1 << 3) | (1 << 4);
 
+/// Drops the Rust value(s) of an object about to be freed, through the GIL token.
+pub type Release = unsafe fn(Python<'_>, *mut ffi::PyObject);
+
 struct List {
     ty: *mut ffi::PyTypeObject,
     size: usize,
     len: usize,
+    /// Set by `set_release`, with the `tp_dealloc` it replaced.
+    release: Option<(Release, Option<ffi::destructor>)>,
     blocks: [*mut ffi::PyObject; CAPACITY],
 }
 
@@ -46,6 +60,7 @@ const EMPTY: List = List {
     ty: std::ptr::null_mut(),
     size: 0,
     len: 0,
+    release: None,
     blocks: [std::ptr::null_mut(); CAPACITY],
 };
 
@@ -61,24 +76,79 @@ unsafe fn list_of(ty: *mut ffi::PyTypeObject) -> Option<&'static mut List> {
     unsafe { (*LISTS.0.get()).iter_mut().find(|l| !l.ty.is_null() && l.ty == ty) }
 }
 
+/// A kept block of exactly `ty` made a new object, as `PyType_GenericAlloc` makes one of a
+/// non-GC type: zeroed, its type set (and, for a heap type, referenced), one reference. None
+/// when `ty` has no list or its list is empty.
+///
+/// # Safety
+/// The GIL is held and `ty` is a live type; no other reference to the lists is live.
+#[inline]
+unsafe fn pop(ty: *mut ffi::PyTypeObject) -> Option<*mut ffi::PyObject> {
+    // SAFETY: a kept block is one that `free` took from an object of exactly `ty` (so `size`
+    // bytes, from PyObject_Malloc, with no GC header), which nothing else refers to.
+    unsafe {
+        let list = list_of(ty)?;
+        if list.len == 0 {
+            return None;
+        }
+        list.len -= 1;
+        let obj = list.blocks[list.len];
+        std::ptr::write_bytes(obj.cast::<u8>(), 0, list.size);
+        Some(ffi::PyObject_Init(obj, ty))
+    }
+}
+
+/// A new object of exactly `ty` from a kept block (see `pop`), or None; the caller writes the
+/// object's Rust value into it before anything else sees it.
+#[inline]
+pub fn take(_py: Python<'_>, ty: *mut ffi::PyTypeObject) -> Option<*mut ffi::PyObject> {
+    // SAFETY: the GIL is held (we have the token); `ty` is compared with the listed types before
+    // anything is done with it, and nothing here runs Python code.
+    unsafe { pop(ty) }
+}
+
 /// `tp_alloc`: a kept block of an exact listed type, else `PyType_GenericAlloc`.
 unsafe extern "C" fn alloc(ty: *mut ffi::PyTypeObject, nitems: ffi::Py_ssize_t) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls tp_alloc with the GIL held and a live type. A kept block is one that
-    // `free` took from an object of exactly `ty` (so `size` bytes, from PyObject_Malloc, with no
-    // GC header); zeroing it and PyObject_Init make it what PyType_GenericAlloc returns for a
-    // non-GC type (type set and, for a heap type, referenced; one reference).
+    // SAFETY: CPython calls tp_alloc with the GIL held and a live type (see `pop`).
     unsafe {
         if nitems == 0 {
-            if let Some(list) = list_of(ty) {
-                if list.len > 0 {
-                    list.len -= 1;
-                    let obj = list.blocks[list.len];
-                    std::ptr::write_bytes(obj.cast::<u8>(), 0, list.size);
-                    return ffi::PyObject_Init(obj, ty);
-                }
+            if let Some(obj) = pop(ty) {
+                return obj;
             }
         }
         ffi::PyType_GenericAlloc(ty, nitems)
+    }
+}
+
+/// `tp_dealloc` of a type given a `Release` (see the module docs).
+unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
+    // SAFETY: CPython calls tp_dealloc with the GIL held, once, on an object with no references
+    // left. The release function and the replaced tp_dealloc are copied out of the lists before
+    // either runs, so no reference to the lists is live while Python code may run.
+    unsafe {
+        let ty = ffi::Py_TYPE(obj);
+        if let Some((release, _)) = list_of(ty).and_then(|l| l.release) {
+            let weaklist = (*ty).tp_weaklistoffset;
+            if weaklist > 0 && !(*obj.byte_offset(weaklist).cast::<*mut ffi::PyObject>()).is_null() {
+                ffi::PyObject_ClearWeakRefs(obj);
+            }
+            release(Python::assume_attached(), obj);
+            free(obj.cast());
+            ffi::Py_DECREF(ty.cast());
+            return;
+        }
+        // An object of a subclass, which reaches here through `subtype_dealloc`: the replaced
+        // tp_dealloc of the nearest listed base handles it, as it did before.
+        let mut base = ty;
+        while !base.is_null() {
+            if let Some((_, original)) = list_of(base).and_then(|l| l.release) {
+                if let Some(original) = original {
+                    original(obj);
+                }
+                return;
+            }
+            base = (*base).tp_base;
+        }
     }
 }
 
@@ -132,6 +202,28 @@ pub fn install<T: pyo3::PyTypeInfo>(py: Python<'_>) {
         AT_EXIT.call_once(|| {
             ffi::Py_AtExit(Some(forget));
         });
+    }
+}
+
+/// Gives `ty`, which `install` gave a free list, a `tp_dealloc` that frees its exact objects
+/// with `release` (see the module docs). Returns whether it did.
+///
+/// # Safety
+/// `release` must drop exactly the Rust value(s) PyO3 wrote into objects of `ty` (or that the
+/// caller wrote after `take`), and nothing else.
+pub unsafe fn set_release(_py: Python<'_>, ty: *mut ffi::PyTypeObject, release: Release) -> bool {
+    // SAFETY: the GIL is held; `ty` is a live heap type whose slots CPython reads on each
+    // deallocation. The lists are only touched here and by functions that cannot run now.
+    unsafe {
+        let Some(list) = list_of(ty) else {
+            return false;
+        };
+        if list.release.is_some() {
+            return false;
+        }
+        list.release = Some((release, (*ty).tp_dealloc));
+        (*ty).tp_dealloc = Some(dealloc);
+        true
     }
 }
 

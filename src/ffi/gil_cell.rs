@@ -33,6 +33,12 @@ impl<T> GilCell<T> {
         }
     }
 
+    /// The value, out of a cell nothing borrows any more.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+
     #[inline]
     pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> GilRefMut<'a, T> {
         if self.borrowed.replace(true) {

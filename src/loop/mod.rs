@@ -34,6 +34,7 @@ use pyo3::{intern, PyTraverseError};
 
 use args::CallArgs;
 pub(crate) use fast::{HANDLE_METHODS, METHODS as FAST_METHODS, TIMER_METHODS};
+pub(crate) use handle::install_lifecycle as install_handle_lifecycle;
 pub use handle::{Handle, TimerHandle};
 
 use crate::errors;
@@ -351,7 +352,7 @@ impl LoopCore {
         let core = slf.get();
         core.check_closed()?;
         let (context, shared) = core.context_for(py, context)?;
-        let handle = Py::new(py, Handle::with_context(callback, args, context, shared, true))?;
+        let handle = handle::new_handle(py, Handle::with_context(callback, args, context, shared, true))?;
         if core.is_debug() {
             Self::debug_hook(slf, handle.bind(py).as_any(), method)?;
         }
@@ -475,7 +476,7 @@ impl LoopCore {
         let (context, shared) = core.context_for(py, context)?;
         let handle = Handle::with_context(callback, args, context, shared, true);
         let timer = TimerHandle::new(when, when_obj, core.cancelled_timers.clone());
-        let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))?;
+        let timer = handle::new_timer(py, handle, timer)?;
         if core.is_debug() {
             Self::debug_hook(slf, timer.bind(py).as_any(), method)?;
         }

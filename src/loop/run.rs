@@ -181,6 +181,7 @@ fn run_batch(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             if handle.get().is_one_shot() {
                 handle.get().finish(py);
             }
+            handle.drop_ref(py);
             outcome
         };
         match outcome {

@@ -502,6 +502,73 @@ def test_handles_made_after_others_were_freed_start_fresh(loop):
     assert fresh._args == ("last",)
 
 
+class _Held:
+    """An argument a handle holds, to watch it being let go of."""
+
+
+def test_handles_freed_before_they_run_let_go_of_what_they_hold(loop):
+    # Handles that never run, freed once the loop that held them is closed, and handles made
+    # directly: each lets go of its callback, arguments, context and deadline (no collection
+    # needed), and weak references to it are cleared with their callbacks called. Three waves,
+    # so that later handles are made from the blocks of earlier ones.
+    handle_type = type(loop.call_soon(print))
+    for wave in range(3):
+        held = _Held()
+        when = 10**9 + wave
+        when_refs = sys.getrefcount(when)
+        lp = loop if wave == 0 else type(loop)()
+        handles = [
+            lp.call_soon(print, held),
+            lp.call_soon(print, held, 1, 2),
+            lp.call_later(3600, print, held),
+            lp.call_at(when, print, held, 1, 2),
+            lp.call_soon(print, held, context=contextvars.copy_context()),
+            handle_type(print, (held,), lp),
+        ]
+        assert handles[3].when() is when
+        assert sys.getrefcount(when) > when_refs
+        freed = []
+        refs = [weakref.ref(h, lambda _, i=i, f=freed: f.append(i)) for i, h in enumerate(handles)]
+        held_ref = weakref.ref(held)
+        lp.close()
+        del held
+        handles.clear()
+        assert held_ref() is None
+        assert sorted(freed) == list(range(6))
+        assert all(r() is None for r in refs)
+        assert sys.getrefcount(when) == when_refs
+    # Made directly, with nothing run or closed: freeing it is what lets go of the arguments.
+    held = _Held()
+    held_ref = weakref.ref(held)
+    handle = handle_type(print, (held,), loop)
+    del held
+    assert held_ref() is not None
+    del handle
+    assert held_ref() is None
+
+
+def test_a_python_subclass_of_the_handle_type_is_freed_whole(loop):
+    # A subclass made in Python of the type call_soon returns: its instances carry a dict and
+    # weak references of their own, and freeing one lets go of its callback and arguments.
+    handle_type = type(loop.call_soon(print))
+
+    class Mine(handle_type):
+        pass
+
+    for _ in range(3):
+        held = _Held()
+        mine = Mine(print, (held,), loop)
+        mine.note = held
+        freed = []
+        ref = weakref.ref(mine, lambda _, f=freed: f.append(True))
+        held_ref = weakref.ref(held)
+        assert mine._args == (held,)
+        del held, mine
+        assert held_ref() is None
+        assert ref() is None and freed == [True]
+    run_briefly(loop)
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context is new in 3.12")
 def test_handle_get_context_explicit(loop):
     ctx = contextvars.copy_context()
