@@ -149,6 +149,76 @@ def test_scheduled_inside_another_contexts_run(loop, outer_value, kind):
     assert var.get() == "outer"
 
 
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_a_chain_of_callbacks_each_setting_after_scheduling(loop, outer_value, kind):
+    # Each callback schedules the next and then sets the variable, some twice and some back
+    # with reset(): every callback sees what was set when it was scheduled.
+    seen = []
+    schedule = _scheduler(loop, kind)
+
+    def step(n):
+        seen.append((n, var.get()))
+        if n == 0:
+            loop.stop()
+            return
+        if n % 3 == 0:
+            var.set(f"before-{n}")
+        schedule(step, n - 1)
+        token = var.set(f"after-{n}")
+        if n % 2 == 0:
+            var.reset(token)
+        elif n % 5 == 0:
+            var.set(f"again-{n}")
+
+    schedule(step, 12)
+    loop.run_forever()
+    expected = [(12, "outer")]
+    value = "outer"
+    for n in range(12, 0, -1):
+        if n % 3 == 0:
+            value = f"before-{n}"
+        expected.append((n - 1, value))
+    assert seen == expected
+    assert var.get() == "outer"
+
+
+@pytest.mark.parametrize("kind", SCHEDULERS)
+def test_handles_scheduled_around_sets_in_one_callback(loop, outer_value, kind):
+    # One callback schedules, sets, schedules again, and so on, also from inside a copy of its
+    # context made along the way: each handle sees the values of its own scheduling, however
+    # the contexts involved hold the same values.
+    seen = []
+    contexts = {}
+    schedule = _scheduler(loop, kind)
+
+    def record(tag):
+        seen.append((tag, var.get()))
+        var.set(f"set-by-{tag}")
+
+    def first():
+        handles = [schedule(record, "a"), schedule(record, "b")]
+        var.set("one")
+        copy = contextvars.copy_context()
+        handles.append(schedule(record, "c"))
+        handles.append(copy.run(schedule, record, "d"))
+        var.set("two")
+        handles.append(copy.run(schedule, record, "e"))
+        handles.append(schedule(record, "f"))
+        if sys.version_info >= (3, 12):
+            contexts.update((tag, h.get_context()[var]) for tag, h in zip("abcdef", handles, strict=True))
+        var.set("three")
+        loop.call_later(0.01, loop.stop)
+
+    # The only handle scheduled: nothing else shares the context snapshot it runs in.
+    schedule(first)
+    loop.run_forever()
+    expected = {"a": "outer", "b": "outer", "c": "one", "d": "one", "e": "one", "f": "two"}
+    assert sorted(seen) == sorted(expected.items())
+    if sys.version_info >= (3, 12):
+        assert contexts == expected
+    assert var.get() == "outer"
+
+
 @pytest.mark.parametrize("kind", ["call_soon", "call_soon_threadsafe"])
 def test_a_cancelled_handles_context_values_are_freed(loop, kind):
     class Value:
