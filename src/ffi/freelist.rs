@@ -98,13 +98,25 @@ unsafe fn pop(ty: *mut ffi::PyTypeObject) -> Option<*mut ffi::PyObject> {
     }
 }
 
-/// A new object of exactly `ty` from a kept block (see `pop`), or None; the caller writes the
-/// object's Rust value into it before anything else sees it.
+/// A new object of exactly `ty`, a listed type: a kept block (see `pop`), else a new one from
+/// `PyType_GenericAlloc`; the caller writes the object's Rust value into it before anything
+/// else sees it.
 #[inline]
-pub fn take(_py: Python<'_>, ty: *mut ffi::PyTypeObject) -> Option<*mut ffi::PyObject> {
+pub fn take(py: Python<'_>, ty: *mut ffi::PyTypeObject) -> PyResult<*mut ffi::PyObject> {
     // SAFETY: the GIL is held (we have the token); `ty` is compared with the listed types before
-    // anything is done with it, and nothing here runs Python code.
-    unsafe { pop(ty) }
+    // anything is done with it, and nothing here runs Python code. PyType_GenericAlloc of a
+    // non-GC type returns a zeroed object with its type set and one reference, as `pop` does,
+    // or NULL with MemoryError set.
+    unsafe {
+        if let Some(obj) = pop(ty) {
+            return Ok(obj);
+        }
+        let obj = ffi::PyType_GenericAlloc(ty, 0);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(obj)
+    }
 }
 
 /// `tp_alloc`: a kept block of an exact listed type, else `PyType_GenericAlloc`.

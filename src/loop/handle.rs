@@ -160,42 +160,41 @@ unsafe fn release_timer(py: Python<'_>, obj: *mut pyo3::ffi::PyObject) {
     }
 }
 
-/// A new `Handle` object: from a kept block when there is one (see `install_lifecycle`).
+/// A new `Handle` object, made by the loop itself once the layout is known (see
+/// `install_lifecycle`): from a kept block when there is one.
 #[inline]
 pub(crate) fn new_handle(py: Python<'_>, value: Handle) -> PyResult<Py<Handle>> {
     let offset = HANDLE_LAYOUT.handle.load(Ordering::Relaxed);
-    if offset != 0 {
-        if let Some(obj) = ffi::freelist::take(py, HANDLE_LAYOUT.ty.load(Ordering::Relaxed)) {
-            // SAFETY: `obj` is a new object of exactly `Handle`'s type, zeroed past its header,
-            // which nothing else has seen; PyO3's objects of it hold their value at `offset`,
-            // and the rest of what PyO3 writes there is zero (see `install_lifecycle`).
-            unsafe {
-                std::ptr::write(obj.byte_add(offset).cast::<Handle>(), value);
-                return Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked::<Handle>().unbind());
-            }
-        }
+    if offset == 0 {
+        return Py::new(py, value);
     }
-    Py::new(py, value)
+    let obj = ffi::freelist::take(py, HANDLE_LAYOUT.ty.load(Ordering::Relaxed))?;
+    // SAFETY: `obj` is a new object of exactly `Handle`'s type, zeroed past its header, which
+    // nothing else has seen; PyO3's objects of it hold their value at `offset`, and the rest of
+    // what PyO3 writes there is zero (see `install_lifecycle`).
+    unsafe {
+        std::ptr::write(obj.byte_add(offset).cast::<Handle>(), value);
+        Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked::<Handle>().unbind())
+    }
 }
 
 /// A new `TimerHandle` object, as `new_handle`.
 #[inline]
 pub(crate) fn new_timer(py: Python<'_>, handle: Handle, timer: TimerHandle) -> PyResult<Py<TimerHandle>> {
     let own = TIMER_LAYOUT.timer.load(Ordering::Relaxed);
-    if own != 0 {
-        if let Some(obj) = ffi::freelist::take(py, TIMER_LAYOUT.ty.load(Ordering::Relaxed)) {
-            let base = TIMER_LAYOUT.handle.load(Ordering::Relaxed);
-            // SAFETY: as in `new_handle`, for both values.
-            unsafe {
-                std::ptr::write(obj.byte_add(base).cast::<Handle>(), handle);
-                std::ptr::write(obj.byte_add(own).cast::<TimerHandle>(), timer);
-                return Ok(Bound::from_owned_ptr(py, obj)
-                    .cast_into_unchecked::<TimerHandle>()
-                    .unbind());
-            }
-        }
+    if own == 0 {
+        return Py::new(py, PyClassInitializer::from(handle).add_subclass(timer));
     }
-    Py::new(py, PyClassInitializer::from(handle).add_subclass(timer))
+    let obj = ffi::freelist::take(py, TIMER_LAYOUT.ty.load(Ordering::Relaxed))?;
+    let base = TIMER_LAYOUT.handle.load(Ordering::Relaxed);
+    // SAFETY: as in `new_handle`, for both values.
+    unsafe {
+        std::ptr::write(obj.byte_add(base).cast::<Handle>(), handle);
+        std::ptr::write(obj.byte_add(own).cast::<TimerHandle>(), timer);
+        Ok(Bound::from_owned_ptr(py, obj)
+            .cast_into_unchecked::<TimerHandle>()
+            .unbind())
+    }
 }
 
 /// What running a handle needs, taken out of the handle so the callback may re-enter it.
