@@ -97,21 +97,36 @@ fn offset_in<T>(obj: *mut pyo3::ffi::PyObject, value: *const T) -> Option<usize>
         .then_some(offset)
 }
 
-/// Whether objects of `ty` are exactly what `ffi::freelist::take` and the Rust values written
-/// into them make: no instance dict (PyO3 would put one there on 3.11/3.12).
-fn plain_layout(ty: *mut pyo3::ffi::PyTypeObject) -> bool {
-    // SAFETY: `ty` is a live type object.
-    unsafe { (*ty).tp_dictoffset == 0 }
+/// Whether `obj`, just made by PyO3, is exactly what `ffi::freelist::take` and the Rust values
+/// written at `values` (offset, size) make of it: no instance dict (PyO3 would put one there on
+/// 3.11/3.12), and every byte past the header that is not a value zero (an empty weak-reference
+/// list, and nothing else PyO3 keeps there).
+fn plain_layout(obj: *mut pyo3::ffi::PyObject, values: &[(usize, usize)]) -> bool {
+    // SAFETY: `obj` is a live object of a non-variable-size type, so `tp_basicsize` bytes of it
+    // are readable; only plain bytes are read.
+    unsafe {
+        let ty = pyo3::ffi::Py_TYPE(obj);
+        let Ok(size) = usize::try_from((*ty).tp_basicsize) else {
+            return false;
+        };
+        let bytes = std::slice::from_raw_parts(obj.cast::<u8>(), size);
+        (*ty).tp_dictoffset == 0
+            && (std::mem::size_of::<pyo3::ffi::PyObject>()..size)
+                .filter(|i| !values.iter().any(|&(at, len)| (at..at + len).contains(i)))
+                .all(|i| bytes[i] == 0)
+    }
 }
 
 /// Lets the loop make and free `Handle` and `TimerHandle` objects itself, when their layout is
 /// the one expected; otherwise PyO3 keeps doing it. Called once, after `ffi::freelist::install`.
 pub(crate) fn install_lifecycle(py: Python<'_>) -> PyResult<()> {
-    let probe = |one_shot| Handle::with_context(py.None(), CallArgs::Zero, py.None(), false, one_shot);
+    let probe = || Handle::with_context(py.None(), CallArgs::Zero, py.None(), false, true);
+    let handle_size = std::mem::size_of::<Handle>();
 
-    let handle = Py::new(py, probe(true))?;
+    let handle = Py::new(py, probe())?;
     let ty = Handle::type_object_raw(py);
-    if let (Some(offset), true) = (offset_in(handle.as_ptr(), handle.get()), plain_layout(ty)) {
+    let offset = offset_in(handle.as_ptr(), handle.get());
+    if let Some(offset) = offset.filter(|&at| plain_layout(handle.as_ptr(), &[(at, handle_size)])) {
         // SAFETY: `release_handle` drops exactly the `Handle` at `offset`, where PyO3 put it.
         if unsafe { ffi::freelist::set_release(py, ty, release_handle) } {
             HANDLE_LAYOUT.handle.store(offset, Ordering::Relaxed);
@@ -122,12 +137,18 @@ pub(crate) fn install_lifecycle(py: Python<'_>) -> PyResult<()> {
 
     let timer = Py::new(
         py,
-        PyClassInitializer::from(probe(true)).add_subclass(TimerHandle::new(0.0, None, Arc::default())),
+        PyClassInitializer::from(probe()).add_subclass(TimerHandle::new(0.0, None, Arc::default())),
     )?;
     let ty = TimerHandle::type_object_raw(py);
     let base = timer.bind(py).as_super().get() as *const Handle;
     let offsets = (offset_in(timer.as_ptr(), base), offset_in(timer.as_ptr(), timer.get()));
-    if let ((Some(handle), Some(own)), true) = (offsets, plain_layout(ty)) {
+    let plain = |handle, own| {
+        plain_layout(
+            timer.as_ptr(),
+            &[(handle, handle_size), (own, std::mem::size_of::<TimerHandle>())],
+        )
+    };
+    if let (Some(handle), Some(own)) = offsets.0.zip(offsets.1).filter(|&(h, o)| plain(h, o)).unzip() {
         // SAFETY: `release_timer` drops exactly the two values at these offsets.
         if unsafe { ffi::freelist::set_release(py, ty, release_timer) } {
             TIMER_LAYOUT.handle.store(handle, Ordering::Relaxed);
