@@ -256,8 +256,10 @@ impl TlsCore {
         let read = intern!(py, "read");
         let mut eof = false;
         let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
+        // What is there to decrypt: the plaintext of one read is no larger (see `read_size`).
+        let mut held = usize::try_from(pending(&st.incoming)?).unwrap_or(0);
         loop {
-            let chunk = match st.ssl.call_method1(read, (max,)) {
+            let chunk = match st.ssl.call_method1(read, (read_size(held, max),)) {
                 Ok(chunk) => chunk,
                 Err(e) if e.is_instance(py, again) => break,
                 Err(e) => return Err(e),
@@ -267,9 +269,12 @@ impl TlsCore {
                 break;
             }
             chunks.push(chunk);
-            if pending(&st.incoming)? == 0 && st.ssl.call_method0(intern!(py, "pending"))?.extract::<usize>()? == 0 {
+            let incoming = usize::try_from(pending(&st.incoming)?).unwrap_or(0);
+            let decrypted: usize = st.ssl.call_method0(intern!(py, "pending"))?.extract()?;
+            if incoming == 0 && decrypted == 0 {
                 break;
             }
+            held = incoming.saturating_add(decrypted);
         }
         let data = match chunks.len() {
             0 => None,
@@ -424,6 +429,20 @@ impl TlsCore {
         stream.get().requeue_if_more(py, n, max);
         Ok(true)
     }
+}
+
+/// The most plaintext one TLS record carries (RFC 8446 5.1, RFC 5246 6.2.1).
+const RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// The `len` of one `SSLObject.read` in the steady state: what the stdlib asks for (`max`, the
+/// protocol's `max_size`), but no more than the `held` bytes waiting (ciphertext in the incoming
+/// BIO plus decrypted bytes in OpenSSL, of which a read returns at most as many) nor one record's
+/// plaintext (a read returns one record's at most). `SSLObject.read` makes a `bytes` of `len` and
+/// shrinks it to what it read; asked for 256 KiB to return a 100-byte request, it allocated and
+/// freed 256 KiB. A read that returns less than is there leaves the rest pending, and `deliver`
+/// reads on while anything is pending, so what `data_received` gets is the same.
+fn read_size(held: usize, max: usize) -> usize {
+    held.clamp(1, RECORD_PLAINTEXT).min(max)
 }
 
 /// A BIO's `pending` (bytes it holds).
