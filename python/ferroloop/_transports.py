@@ -417,20 +417,25 @@ class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
 class _PipeTransport:
     """What the read and write pipe transports share: their repr and the end of their life."""
 
+    # Until the constructor has made them (it can fail after taking the pipe: a closed fd, a
+    # `fileno()` that raises), the repr and `__del__` see these.
     _pipe = None
     _core = None
+    _fileno = None
+    _loop = None
 
     def __repr__(self):
+        core = self._core
         info = [self.__class__.__name__]
         if self._pipe is None:
             info.append("closed")
-        elif self._core.is_closing():
+        elif core is not None and core.is_closing():
             info.append("closing")
         info.append(f"fd={self._fileno}")
         if self._pipe is not None and self._loop is not None and not self._loop.is_closed():
-            info.append("polling" if self._core.polling else "idle")
+            info.append("polling" if core is not None and core.polling else "idle")
             if isinstance(self, transports.WriteTransport):
-                info.append(f"bufsize={self._core.get_write_buffer_size()}")
+                info.append(f"bufsize={0 if core is None else core.get_write_buffer_size()}")
         elif self._pipe is not None:
             info.append("open")
         else:
@@ -440,7 +445,8 @@ class _PipeTransport:
     def __del__(self, _warn=warnings.warn):
         if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._core.detach()
+            if self._core is not None:
+                self._core.detach()
             self._pipe.close()
 
     def get_protocol(self):

@@ -1,8 +1,13 @@
 """connect_read_pipe / connect_write_pipe over os.pipe()."""
 
 import asyncio
+import errno
+import gc
 import logging
 import os
+import resource
+import sys
+import warnings
 
 import pytest
 from _netutil import PAUSE_RESUME_CLOSE_LOG, Recorder, pause_resume_close_logged, payload, wait
@@ -369,3 +374,47 @@ def test_write_pipe_non_contiguous_buffer_is_a_fatal_error(loop, pipe, handler_c
 
     loop.run_until_complete(main())
     assert [c["message"] for c in handler_calls] == ["Fatal write error on pipe transport"]
+
+
+class _PipeWithClosedFd:
+    """A pipe object whose descriptor is not open: the transport takes it, then fails to start."""
+
+    def __init__(self):
+        # The highest descriptor the process may have, which nothing here opens.
+        self.fd = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1
+        with pytest.raises(OSError):
+            os.fstat(self.fd)
+        self.closed = False
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("method", ["connect_read_pipe", "connect_write_pipe"])
+def test_a_pipe_transport_that_fails_to_start_warns_and_closes_the_pipe(loop, method):
+    pipe = _PipeWithClosedFd()
+
+    async def main():
+        with pytest.raises(OSError) as raised:
+            await getattr(loop, method)(Recorder, pipe)
+        return raised.value.errno
+
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = loop.run_until_complete(main())
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert code == errno.EBADF
+    assert [u.exc_value for u in unraisable] == []
+    assert pipe.closed
+    unclosed = [str(w.message) for w in caught if w.category is ResourceWarning]
+    assert len(unclosed) == 1
+    assert unclosed[0].startswith("unclosed transport <")
+    assert f"fd={pipe.fd} idle" in unclosed[0]
