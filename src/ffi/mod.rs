@@ -3,12 +3,14 @@
 //! `unsafe` block states why it holds.
 
 mod buffer;
+mod bytes_builder;
 pub mod context;
 pub mod fastcall;
 pub mod freelist;
 mod gil_cell;
 
 pub use buffer::{with_bytes, with_writable};
+pub use bytes_builder::BytesBuilder;
 
 pub use gil_cell::{GilCell, GilRefMut};
 

@@ -32,7 +32,7 @@ use pyo3::types::{PyBytes, PySlice, PyTuple};
 use pyo3::{ffi as pyffi, intern, PyTraverseError};
 
 use super::{is_bytes_like, reader, StreamCore, MAX_READ, READ_BUF};
-use crate::ffi::GilCell;
+use crate::ffi::{BytesBuilder, GilCell};
 use crate::{errors, sys};
 
 const FATAL: &str = "Fatal error on SSL protocol";
@@ -43,6 +43,7 @@ struct Known {
     wrapped: Py<PyAny>,
     again: Py<PyAny>,
     ssl_object: Py<PyAny>,
+    ssl_socket: Py<PyAny>,
     memory_bio: Py<PyAny>,
 }
 
@@ -55,6 +56,7 @@ fn known(py: Python<'_>) -> PyResult<&'static Known> {
             wrapped: sslproto.getattr("SSLProtocolState")?.getattr("WRAPPED")?.unbind(),
             again: sslproto.getattr("SSLAgainErrors")?.unbind(),
             ssl_object: ssl.getattr("SSLObject")?.unbind(),
+            ssl_socket: py.import("_ssl")?.getattr("_SSLSocket")?.unbind(),
             memory_bio: ssl.getattr("MemoryBIO")?.unbind(),
         })
     })
@@ -118,6 +120,8 @@ struct Fields {
     /// What `read`, `write` and `pending` are called on: the `_ssl._SSLSocket` inside an
     /// `ssl.SSLObject` (whose methods only forward to it), or a subclass's object itself.
     ssl: Option<Py<PyAny>>,
+    /// `ssl` is that `_ssl._SSLSocket`, whose `read(n, buffer)` reads into a buffer.
+    ssl_is_native: bool,
     /// `_incoming` is an `ssl.MemoryBIO` (it copies what it is given, so it may be given a view
     /// of the shared read buffer).
     incoming_is_bio: bool,
@@ -143,6 +147,8 @@ pub struct TlsCore {
 /// The pieces of a read or write, taken out of the fields so no borrow is held across a call.
 struct Steady<'py> {
     ssl: Bound<'py, PyAny>,
+    /// `ssl` is an `_ssl._SSLSocket` (see `Fields::ssl_is_native`).
+    native: bool,
     incoming: Bound<'py, PyAny>,
 }
 
@@ -167,6 +173,7 @@ impl TlsCore {
         let core = slf.get();
         let mut derived = Derived::default();
         let mut extra_ssl = None;
+        let mut native = false;
         let mut wrapped = false;
         let mut is_bio = false;
         match i {
@@ -189,6 +196,8 @@ impl TlsCore {
                 } else {
                     value.clone()
                 });
+                let ssl_socket = known(py)?.ssl_socket.bind(py);
+                native = extra_ssl.as_ref().is_some_and(|ssl| ssl.get_type().is(ssl_socket));
                 if core.max_size.load(Ordering::Relaxed) == 0 {
                     let max: isize = slf.getattr(intern!(py, "max_size"))?.extract().unwrap_or(0);
                     let max = usize::try_from(max).unwrap_or(0);
@@ -207,6 +216,7 @@ impl TlsCore {
                 _ => {}
             }
             let old_ssl = if i == SSLOBJ {
+                f.ssl_is_native = native;
                 std::mem::replace(&mut f.ssl, extra_ssl.map(Bound::unbind))
             } else {
                 None
@@ -226,6 +236,7 @@ impl TlsCore {
         }
         Some(Steady {
             ssl: f.ssl.as_ref()?.bind(py).clone(),
+            native: f.ssl_is_native,
             incoming: f.get(py, INCOMING)?,
         })
     }
@@ -251,35 +262,12 @@ impl TlsCore {
     /// for an established connection and a plain `Protocol`.
     fn deliver(slf: &Bound<'_, Self>, st: &Steady<'_>) -> PyResult<()> {
         let py = slf.py();
-        let again = known(py)?.again.bind(py);
         let max = slf.get().max_size.load(Ordering::Relaxed);
-        let read = intern!(py, "read");
-        let mut eof = false;
-        let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
-        // What is there to decrypt: the plaintext of one read is no larger (see `read_size`).
-        let mut held = usize::try_from(pending(&st.incoming)?).unwrap_or(0);
-        loop {
-            let chunk = match st.ssl.call_method1(read, (read_size(held, max),)) {
-                Ok(chunk) => chunk,
-                Err(e) if e.is_instance(py, again) => break,
-                Err(e) => return Err(e),
-            };
-            if chunk.len()? == 0 {
-                eof = true;
-                break;
-            }
-            chunks.push(chunk);
-            let incoming = usize::try_from(pending(&st.incoming)?).unwrap_or(0);
-            let decrypted: usize = st.ssl.call_method0(intern!(py, "pending"))?.extract()?;
-            if incoming == 0 && decrypted == 0 {
-                break;
-            }
-            held = incoming.saturating_add(decrypted);
-        }
-        let data = match chunks.len() {
-            0 => None,
-            1 => chunks.pop(),
-            _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,))?),
+        let held = usize::try_from(pending(&st.incoming)?).unwrap_or(0);
+        let (data, eof) = if st.native && held > RECORD_PLAINTEXT {
+            Self::decrypt_into_one(st, held, max)?
+        } else {
+            Self::decrypt_pieces(st, held, max)?
         };
         if let Some(data) = data {
             let app = Self::load(slf, APP_PROTOCOL)?;
@@ -313,6 +301,86 @@ impl TlsCore {
             Self::call0(slf, intern!(py, "_control_ssl_reading"))?;
         }
         Ok(())
+    }
+
+    /// Every complete record waiting, decrypted a `read` (one record at most) at a time, the
+    /// pieces joined: `(plaintext, whether the peer's close_notify came)`. `held` is what the
+    /// incoming BIO holds.
+    fn decrypt_pieces<'py>(
+        st: &Steady<'py>,
+        mut held: usize,
+        max: usize,
+    ) -> PyResult<(Option<Bound<'py, PyAny>>, bool)> {
+        let py = st.ssl.py();
+        let again = known(py)?.again.bind(py);
+        let read = intern!(py, "read");
+        let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
+        let mut eof = false;
+        loop {
+            let chunk = match st.ssl.call_method1(read, (read_size(held, max),)) {
+                Ok(chunk) => chunk,
+                Err(e) if e.is_instance(py, again) => break,
+                Err(e) => return Err(e),
+            };
+            if chunk.len()? == 0 {
+                eof = true;
+                break;
+            }
+            chunks.push(chunk);
+            match still_held(st)? {
+                Some(more) => held = more,
+                None => break,
+            }
+        }
+        let data = match chunks.len() {
+            0 => None,
+            1 => chunks.pop(),
+            _ => Some(PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,))?),
+        };
+        Ok((data, eof))
+    }
+
+    /// `decrypt_pieces` for more than one record's worth waiting and an `_ssl._SSLSocket`: each
+    /// `read(n, buffer)` decrypts into the unfilled end of one `bytes`, sized for all of it up
+    /// front, so no `bytes` is made per record nor copied again to join them.
+    fn decrypt_into_one<'py>(
+        st: &Steady<'py>,
+        mut held: usize,
+        max: usize,
+    ) -> PyResult<(Option<Bound<'py, PyAny>>, bool)> {
+        let py = st.ssl.py();
+        let again = known(py)?.again.bind(py);
+        let read = intern!(py, "read");
+        // The plaintext of what is held is smaller than it; OpenSSL may also have taken in part
+        // of a record before (all but the rest of which is not held any more).
+        let mut out = BytesBuilder::with_capacity(py, held.saturating_add(RECORD_PLAINTEXT))?;
+        let mut eof = false;
+        loop {
+            if out.spare() == 0 {
+                out.reserve(held.max(RECORD_PLAINTEXT))?;
+            }
+            let len = out.spare().min(max);
+            let got = out.write_with(len, |view| st.ssl.call_method1(read, (len, view))?.extract::<usize>());
+            match got {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.is_instance(py, again) => break,
+                Err(e) => return Err(e),
+            }
+            match still_held(st)? {
+                Some(more) => held = more,
+                None => break,
+            }
+        }
+        let data = if out.is_empty() {
+            None
+        } else {
+            Some(out.finish()?.into_any())
+        };
+        Ok((data, eof))
     }
 
     /// `data_received` of the stdlib's `StreamReaderProtocol`, done here when `app` is one and
@@ -443,6 +511,14 @@ const RECORD_PLAINTEXT: usize = 16 * 1024;
 /// reads on while anything is pending, so what `data_received` gets is the same.
 fn read_size(held: usize, max: usize) -> usize {
     held.clamp(1, RECORD_PLAINTEXT).min(max)
+}
+
+/// After a read: what is still to decrypt (ciphertext in the incoming BIO plus plaintext
+/// OpenSSL holds), or None when there is nothing.
+fn still_held(st: &Steady<'_>) -> PyResult<Option<usize>> {
+    let incoming = usize::try_from(pending(&st.incoming)?).unwrap_or(0);
+    let decrypted: usize = st.ssl.call_method0(intern!(st.ssl.py(), "pending"))?.extract()?;
+    Ok((incoming > 0 || decrypted > 0).then(|| incoming.saturating_add(decrypted)))
 }
 
 /// A BIO's `pending` (bytes it holds).

@@ -1,0 +1,133 @@
+//! `BytesBuilder`: a `bytes` object filled in place, piece by piece, by calls that write into a
+//! buffer (`SSLObject.read(n, buffer)`), then shrunk to what they wrote and handed out. CPython
+//! builds `bytes` the same way (`_PyBytes_Resize` on an object nothing else has seen yet); done
+//! here, several pieces end up in one object without a `bytes` per piece and a `join` copying
+//! them all again.
+//!
+//! The object is reachable only through the builder until `finish`, and each piece is written
+//! through a `memoryview` of the unfilled part that is released as soon as the call returns, so
+//! no one can write into (or read) the object after it is handed out, nor touch it once resized.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+pub struct BytesBuilder<'py> {
+    py: Python<'py>,
+    /// A `bytes` of `cap` bytes that only this builder refers to; null once handed out or lost.
+    obj: *mut ffi::PyObject,
+    cap: usize,
+    len: usize,
+}
+
+impl<'py> BytesBuilder<'py> {
+    /// An empty builder with room for `cap` bytes (at least one).
+    pub fn with_capacity(py: Python<'py>, cap: usize) -> PyResult<Self> {
+        let cap = cap.max(1);
+        let size = ffi::Py_ssize_t::try_from(cap).map_err(|_| PyValueError::new_err("buffer too large"))?;
+        // SAFETY: the GIL is held; PyBytes_FromStringAndSize(NULL, n) returns a new bytes object
+        // of n uninitialised bytes, or NULL with an exception set.
+        let obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(BytesBuilder { py, obj, cap, len: 0 })
+    }
+
+    /// Nothing written so far.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Room left before the builder must grow.
+    pub fn spare(&self) -> usize {
+        self.cap - self.len
+    }
+
+    /// Makes room for at least `extra` more bytes.
+    pub fn reserve(&mut self, extra: usize) -> PyResult<()> {
+        if self.spare() >= extra {
+            return Ok(());
+        }
+        let cap = self.len.saturating_add(extra.max(self.cap));
+        self.resize(cap)?;
+        self.cap = cap;
+        Ok(())
+    }
+
+    /// Calls `write` with a writable `memoryview` of the next `want` unfilled bytes (at most the
+    /// room left), and counts as written the number of bytes `write` returns. The view is released
+    /// when `write` returns, whatever it did with it.
+    pub fn write_with(
+        &mut self,
+        want: usize,
+        write: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<usize>,
+    ) -> PyResult<usize> {
+        let py = self.py;
+        let want = want.min(self.spare());
+        // SAFETY: `obj` is a live bytes object of `cap` bytes owned by the builder, so its storage
+        // is `cap` writable bytes starting at PyBytes_AsString; the view covers `want` bytes from
+        // `len`, inside it, and is released below before the builder can resize or hand out the
+        // object. PyMemoryView_FromMemory returns a new reference or NULL with an exception set.
+        let view = unsafe {
+            let start = ffi::PyBytes_AsString(self.obj).cast::<u8>().add(self.len);
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyMemoryView_FromMemory(start.cast(), want as ffi::Py_ssize_t, ffi::PyBUF_WRITE),
+            )?
+        };
+        let written = write(&view);
+        if let Err(e) = view.call_method0(pyo3::intern!(py, "release")) {
+            // Something still holds an export of the view, so of the object's storage: never
+            // free or move it.
+            self.obj = std::ptr::null_mut();
+            return Err(e);
+        }
+        let n = written?;
+        if n > want {
+            return Err(PyValueError::new_err(format!(
+                "wrote {n} bytes into a buffer of {want}"
+            )));
+        }
+        self.len += n;
+        Ok(n)
+    }
+
+    /// The bytes written, as a `bytes` object of exactly that length.
+    pub fn finish(mut self) -> PyResult<Bound<'py, PyBytes>> {
+        if self.obj.is_null() {
+            return Err(PyValueError::new_err("buffer lost"));
+        }
+        if self.len != self.cap {
+            self.resize(self.len)?;
+        }
+        let obj = std::mem::replace(&mut self.obj, std::ptr::null_mut());
+        // SAFETY: `obj` is a live bytes object the builder owned one reference to, now given away.
+        Ok(unsafe { Bound::from_owned_ptr(self.py, obj).cast_into_unchecked() })
+    }
+
+    fn resize(&mut self, size: usize) -> PyResult<()> {
+        if self.obj.is_null() {
+            return Err(PyValueError::new_err("buffer lost"));
+        }
+        let size = ffi::Py_ssize_t::try_from(size).map_err(|_| PyValueError::new_err("buffer too large"))?;
+        // SAFETY: `obj` is a bytes object nothing else refers to (the builder holds the only
+        // reference and no view of it is alive); _PyBytes_Resize moves or frees it and updates
+        // the pointer (NULL with an exception set on failure).
+        if unsafe { super::_PyBytes_Resize(&mut self.obj, size) } < 0 {
+            self.obj = std::ptr::null_mut();
+            return Err(PyErr::fetch(self.py));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BytesBuilder<'_> {
+    fn drop(&mut self) {
+        if !self.obj.is_null() {
+            // SAFETY: the builder owns one reference to `obj` and the GIL is held (`py`).
+            unsafe { ffi::Py_DECREF(self.obj) };
+        }
+    }
+}
