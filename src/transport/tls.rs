@@ -317,7 +317,9 @@ impl TlsCore {
         let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
         let mut eof = false;
         loop {
-            let chunk = match st.ssl.call_method1(read, (read_size(held, max),)) {
+            // A subclass's object is asked exactly what the stdlib asks it.
+            let len = if st.native { read_size(held, max) } else { max };
+            let chunk = match st.ssl.call_method1(read, (len,)) {
                 Ok(chunk) => chunk,
                 Err(e) if e.is_instance(py, again) => break,
                 Err(e) => return Err(e),
@@ -351,8 +353,8 @@ impl TlsCore {
         let py = st.ssl.py();
         let again = known(py)?.again.bind(py);
         let read = intern!(py, "read");
-        // The plaintext of what is held is smaller than it; OpenSSL may also have taken in part
-        // of a record before (all but the rest of which is not held any more).
+        // What is held decrypts to less than its size; one record more covers the part of a
+        // record OpenSSL may have taken from the BIO before, which is no longer counted there.
         let mut out = BytesBuilder::with_capacity(py, held.saturating_add(RECORD_PLAINTEXT))?;
         let mut eof = false;
         loop {
@@ -502,10 +504,10 @@ impl TlsCore {
 /// The most plaintext one TLS record carries (RFC 8446 5.1, RFC 5246 6.2.1).
 const RECORD_PLAINTEXT: usize = 16 * 1024;
 
-/// The `len` of one `SSLObject.read` in the steady state: what the stdlib asks for (`max`, the
+/// The `len` of one `_SSLSocket.read` in the steady state: what the stdlib asks for (`max`, the
 /// protocol's `max_size`), but no more than the `held` bytes waiting (ciphertext in the incoming
 /// BIO plus decrypted bytes in OpenSSL, of which a read returns at most as many) nor one record's
-/// plaintext (a read returns one record's at most). `SSLObject.read` makes a `bytes` of `len` and
+/// plaintext (a read returns one record's at most). `_SSLSocket.read` makes a `bytes` of `len` and
 /// shrinks it to what it read; asked for 256 KiB to return a 100-byte request, it allocated and
 /// freed 256 KiB. A read that returns less than is there leaves the rest pending, and `deliver`
 /// reads on while anything is pending, so what `data_received` gets is the same.

@@ -885,10 +885,12 @@ def test_error_in_data_received_is_fatal(loop, certs, handler_calls):
 
 def test_context_sslobject_class_is_used_for_records(loop, certs):
     calls = {"read": 0, "write": 0}
+    read_args = set()
 
     class CountingSSLObject(ssl.SSLObject):
         def read(self, *args, **kwargs):
             calls["read"] += 1
+            read_args.add((args, tuple(kwargs.items())))
             return super().read(*args, **kwargs)
 
         def write(self, data):
@@ -906,6 +908,8 @@ def test_context_sslobject_class_is_used_for_records(loop, certs):
     assert loop.run_until_complete(main()) == b"ping"
     assert calls["write"] >= 1
     assert calls["read"] >= 1
+    # Asked exactly what the stdlib's protocol asks: its max_size.
+    assert read_args == {((asyncio.sslproto.SSLProtocol.max_size,), ())}
 
 
 def test_app_transport_write_checks_and_writes_after_close(loop, certs, caplog):
