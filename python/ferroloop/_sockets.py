@@ -357,6 +357,7 @@ class SocketMixin:
         """Accept a connection on the listening ``sock``; return ``(conn, address)``, with ``conn``
         non-blocking."""
         _check_socket(self, sock)
+        sock.fileno()  # before accept(), as the stdlib asks: an object without a usable fd fails here
         try:
             return _accept_nonblocking(sock)
         except _WOULD_BLOCK:
