@@ -10,6 +10,7 @@ Left out are cases where the stdlib accepts the input and only fails later, insi
 """
 
 import asyncio
+import gc
 import os
 import socket
 
@@ -101,6 +102,42 @@ CALLS = {
         asyncio.DatagramProtocol, local_addr=bad
     ),
     "create_unix_connection": lambda loop, sock, bad: loop.create_unix_connection(asyncio.Protocol, bad),
+    "create_connection_host": lambda loop, sock, bad: loop.create_connection(asyncio.Protocol, bad, 9),
+    "create_connection_family": lambda loop, sock, bad: loop.create_connection(
+        asyncio.Protocol, "127.0.0.1", 9, family=bad
+    ),
+    "create_connection_local_addr": lambda loop, sock, bad: loop.create_connection(
+        asyncio.Protocol, "127.0.0.1", 9, local_addr=bad
+    ),
+    "create_connection_server_hostname": lambda loop, sock, bad: loop.create_connection(
+        asyncio.Protocol, "127.0.0.1", 9, server_hostname=bad
+    ),
+    "create_connection_sock": lambda loop, sock, bad: loop.create_connection(asyncio.Protocol, sock=bad),
+    "create_server_host": lambda loop, sock, bad: loop.create_server(asyncio.Protocol, bad, 0),
+    "create_server_port": lambda loop, sock, bad: loop.create_server(asyncio.Protocol, "127.0.0.1", bad),
+    "create_server_family": lambda loop, sock, bad: loop.create_server(
+        asyncio.Protocol, "127.0.0.1", 0, family=bad
+    ),
+    "create_server_sock": lambda loop, sock, bad: loop.create_server(asyncio.Protocol, sock=bad),
+    "create_datagram_remote_addr": lambda loop, sock, bad: loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=bad
+    ),
+    "create_datagram_family": lambda loop, sock, bad: loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0), family=bad
+    ),
+    "create_datagram_sock": lambda loop, sock, bad: loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, sock=bad
+    ),
+    "create_unix_server_path": lambda loop, sock, bad: loop.create_unix_server(asyncio.Protocol, bad),
+    "connect_accepted_socket": lambda loop, sock, bad: loop.connect_accepted_socket(asyncio.Protocol, bad),
+    "connect_read_pipe": lambda loop, sock, bad: loop.connect_read_pipe(asyncio.Protocol, bad),
+    "connect_write_pipe": lambda loop, sock, bad: loop.connect_write_pipe(asyncio.Protocol, bad),
+    "sock_sendto_address": lambda loop, sock, bad: loop.sock_sendto(sock, b"x", bad),
+    "sendfile_transport": lambda loop, sock, bad: loop.sendfile(bad, open(os.devnull, "rb")),
+    "start_tls_transport": lambda loop, sock, bad: loop.start_tls(bad, asyncio.Protocol(), None),
+    "getaddrinfo_family": lambda loop, sock, bad: loop.getaddrinfo("127.0.0.1", 80, family=bad),
+    "getaddrinfo_type": lambda loop, sock, bad: loop.getaddrinfo("127.0.0.1", 80, type=bad),
+    "run_in_executor_executor": lambda loop, sock, bad: loop.run_in_executor(bad, _callback),
     "subprocess_exec": lambda loop, sock, bad: loop.subprocess_exec(asyncio.SubprocessProtocol, bad),
 }
 
@@ -129,7 +166,20 @@ def _outcome(make_loop, call, bad):
         loop.close()
 
 
-@pytest.mark.parametrize("method", sorted(CALLS))
+# The stdlib's pipe transports fail in `__del__` for some of these objects (a `fileno()` that
+# raises leaves `_closing` unset; an object without `close()`), on the reference loop too.
+_STDLIB_FAILS_IN_DEL = {"connect_read_pipe", "connect_write_pipe"}
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(m, marks=pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"))
+        if m in _STDLIB_FAILS_IN_DEL
+        else m
+        for m in sorted(CALLS)
+    ],
+)
 def test_bad_input_gets_the_stdlibs_answer(loop_kind, method):
     call = CALLS[method]
     mine, reference = factory_of(loop_kind), asyncio.SelectorEventLoop
@@ -137,6 +187,8 @@ def test_bad_input_gets_the_stdlibs_answer(loop_kind, method):
     for name, bad in BAD.items():
         expected = _outcome(reference, call, bad)
         got = _outcome(mine, call, bad)
+        if method in _STDLIB_FAILS_IN_DEL:
+            gc.collect()  # the half-made transports are finalized within this test
         if got != expected:
             differ[name] = f"{got} (the stdlib: {expected})"
     assert not differ
