@@ -306,34 +306,20 @@ impl TlsCore {
     /// Every complete record waiting, decrypted a `read` (one record at most) at a time, the
     /// pieces joined: `(plaintext, whether the peer's close_notify came)`. `held` is what the
     /// incoming BIO holds.
-    fn decrypt_pieces<'py>(
-        st: &Steady<'py>,
-        mut held: usize,
-        max: usize,
-    ) -> PyResult<(Option<Bound<'py, PyAny>>, bool)> {
+    fn decrypt_pieces<'py>(st: &Steady<'py>, held: usize, max: usize) -> PyResult<(Option<Bound<'py, PyAny>>, bool)> {
         let py = st.ssl.py();
-        let again = known(py)?.again.bind(py);
         let read = intern!(py, "read");
         let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
-        let mut eof = false;
-        loop {
+        let eof = read_records(st, held, |held| {
             // A subclass's object is asked exactly what the stdlib asks it.
             let len = if st.native { read_size(held, max) } else { max };
-            let chunk = match st.ssl.call_method1(read, (len,)) {
-                Ok(chunk) => chunk,
-                Err(e) if e.is_instance(py, again) => break,
-                Err(e) => return Err(e),
-            };
-            if chunk.len()? == 0 {
-                eof = true;
-                break;
+            let chunk = st.ssl.call_method1(read, (len,))?;
+            let n = chunk.len()?;
+            if n > 0 {
+                chunks.push(chunk);
             }
-            chunks.push(chunk);
-            match still_held(st)? {
-                Some(more) => held = more,
-                None => break,
-            }
-        }
+            Ok(n)
+        })?;
         let data = match chunks.len() {
             0 => None,
             1 => chunks.pop(),
@@ -345,38 +331,19 @@ impl TlsCore {
     /// `decrypt_pieces` for more than one record's worth waiting and an `_ssl._SSLSocket`: each
     /// `read(n, buffer)` decrypts into the unfilled end of one `bytes`, sized for all of it up
     /// front, so no `bytes` is made per record nor copied again to join them.
-    fn decrypt_into_one<'py>(
-        st: &Steady<'py>,
-        mut held: usize,
-        max: usize,
-    ) -> PyResult<(Option<Bound<'py, PyAny>>, bool)> {
+    fn decrypt_into_one<'py>(st: &Steady<'py>, held: usize, max: usize) -> PyResult<(Option<Bound<'py, PyAny>>, bool)> {
         let py = st.ssl.py();
-        let again = known(py)?.again.bind(py);
         let read = intern!(py, "read");
         // What is held decrypts to less than its size; one record more covers the part of a
         // record OpenSSL may have taken from the BIO before, which is no longer counted there.
         let mut out = BytesBuilder::with_capacity(py, held.saturating_add(RECORD_PLAINTEXT))?;
-        let mut eof = false;
-        loop {
+        let eof = read_records(st, held, |held| {
             if out.spare() == 0 {
                 out.reserve(held.max(RECORD_PLAINTEXT))?;
             }
             let len = out.spare().min(max);
-            let got = out.write_with(len, |view| st.ssl.call_method1(read, (len, view))?.extract::<usize>());
-            match got {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.is_instance(py, again) => break,
-                Err(e) => return Err(e),
-            }
-            match still_held(st)? {
-                Some(more) => held = more,
-                None => break,
-            }
-        }
+            out.write_with(len, |view| st.ssl.call_method1(read, (len, view))?.extract::<usize>())
+        })?;
         let data = if out.is_empty() {
             None
         } else {
@@ -513,6 +480,30 @@ const RECORD_PLAINTEXT: usize = 16 * 1024;
 /// reads on while anything is pending, so what `data_received` gets is the same.
 fn read_size(held: usize, max: usize) -> usize {
     held.clamp(1, RECORD_PLAINTEXT).min(max)
+}
+
+/// Calls `read_one(held)` (one read of decrypted bytes; how many it read, 0 when the peer's
+/// close_notify came) until OpenSSL needs more input (`SSLWantReadError` and the like) or nothing
+/// is held any more; `held` is what is waiting before each read. Whether close_notify came.
+fn read_records(
+    st: &Steady<'_>,
+    mut held: usize,
+    mut read_one: impl FnMut(usize) -> PyResult<usize>,
+) -> PyResult<bool> {
+    let py = st.ssl.py();
+    let again = known(py)?.again.bind(py);
+    loop {
+        match read_one(held) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.is_instance(py, again) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        match still_held(st)? {
+            Some(more) => held = more,
+            None => return Ok(false),
+        }
+    }
 }
 
 /// After a read: what is still to decrypt (ciphertext in the incoming BIO plus plaintext
