@@ -1,14 +1,16 @@
 //! `BytesBuilder`: a `bytes` object filled in place, piece by piece, by calls that write into a
-//! buffer (`SSLObject.read(n, buffer)`), then shrunk to what they wrote and handed out. CPython
+//! buffer (`recv` into its memory, `SSLObject.read(n, buffer)` into a view of it), then shrunk to
+//! what they wrote and handed out. CPython
 //! builds `bytes` the same way (`_PyBytes_Resize` on an object nothing else has seen yet); done
 //! here, several pieces end up in one object without a `bytes` per piece and a `join` copying
 //! them all again.
 //!
-//! The object is reachable only through the builder until `finish`, and each piece is written
-//! through a `memoryview` of the unfilled part that is released as soon as the call returns, so
-//! no one can write into (or read) the object after it is handed out, nor touch it once resized.
+//! The object is reachable only through the builder until `finish`. A piece is written through
+//! a pointer that does not outlive the call (`fill_raw`), or a `memoryview` of the unfilled part
+//! that is released as soon as the call returns (`write_with`), so no one can write into (or
+//! read) the object after it is handed out, nor touch it once resized.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -25,7 +27,7 @@ impl<'py> BytesBuilder<'py> {
     /// An empty builder with room for `cap` bytes (at least one).
     pub fn with_capacity(py: Python<'py>, cap: usize) -> PyResult<Self> {
         let cap = cap.max(1);
-        let size = ffi::Py_ssize_t::try_from(cap).map_err(|_| PyValueError::new_err("buffer too large"))?;
+        let size = py_size(cap)?;
         // SAFETY: the GIL is held; PyBytes_FromStringAndSize(NULL, n) returns a new bytes object
         // of n uninitialised bytes, or NULL with an exception set.
         let obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
@@ -54,6 +56,29 @@ impl<'py> BytesBuilder<'py> {
         self.resize(cap)?;
         self.cap = cap;
         Ok(())
+    }
+
+    /// Calls `fill` with a pointer to the next `want` unfilled bytes (at most the room left) and
+    /// that length; `fill` writes at most that many bytes there, keeps no copy of the pointer,
+    /// and returns how many, counted up to the length it was given.
+    pub fn fill_raw<E>(
+        &mut self,
+        want: usize,
+        fill: impl FnOnce(*mut u8, usize) -> Result<usize, E>,
+    ) -> PyResult<Result<usize, E>> {
+        if self.obj.is_null() {
+            return Err(PyValueError::new_err("buffer lost"));
+        }
+        let want = want.min(self.spare());
+        // SAFETY: `obj` is a live bytes object of `cap` bytes owned by the builder, so `want`
+        // writable bytes start `len` bytes into its storage; nothing can resize or hand out the
+        // object while `fill` runs.
+        let start = unsafe { ffi::PyBytes_AsString(self.obj).cast::<u8>().add(self.len) };
+        Ok(fill(start, want).map(|n| {
+            let n = n.min(want);
+            self.len += n;
+            n
+        }))
     }
 
     /// Calls `write` with a writable `memoryview` of the next `want` unfilled bytes (at most the
@@ -111,7 +136,7 @@ impl<'py> BytesBuilder<'py> {
         if self.obj.is_null() {
             return Err(PyValueError::new_err("buffer lost"));
         }
-        let size = ffi::Py_ssize_t::try_from(size).map_err(|_| PyValueError::new_err("buffer too large"))?;
+        let size = py_size(size)?;
         // SAFETY: `obj` is a bytes object nothing else refers to (the builder holds the only
         // reference and no view of it is alive); _PyBytes_Resize moves or frees it and updates
         // the pointer (NULL with an exception set on failure).
@@ -121,6 +146,11 @@ impl<'py> BytesBuilder<'py> {
         }
         Ok(())
     }
+}
+
+/// `size` as a `Py_ssize_t`, or the `OverflowError` CPython raises for a size that is not one.
+fn py_size(size: usize) -> PyResult<ffi::Py_ssize_t> {
+    ffi::Py_ssize_t::try_from(size).map_err(|_| PyOverflowError::new_err("read size too large"))
 }
 
 impl Drop for BytesBuilder<'_> {

@@ -34,30 +34,12 @@ pub fn bytes_read_into<'py>(
     max: usize,
     fill: impl FnOnce(*mut u8, usize) -> std::io::Result<usize>,
 ) -> PyResult<std::io::Result<(usize, Bound<'py, pyo3::types::PyBytes>)>> {
-    let size = ffi::Py_ssize_t::try_from(max)
-        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("read size too large"))?;
-    // SAFETY: the GIL is held. PyBytes_FromStringAndSize(NULL, n) returns a new, uninitialized
-    // bytes object of n bytes (or NULL with an exception set); nothing else has seen it, so it may
-    // be written through PyBytes_AsString's pointer and resized. `fill` writes at most `max`
-    // bytes and returns how many. _PyBytes_Resize either succeeds (possibly moving the object and
-    // updating the pointer) or frees it, sets an exception and NULLs the pointer.
-    unsafe {
-        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
-        if obj.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        let n = match fill(ffi::PyBytes_AsString(obj).cast(), max) {
-            Ok(n) => n.min(max),
-            Err(e) => {
-                ffi::Py_DECREF(obj);
-                return Ok(Err(e));
-            }
-        };
-        if n != max && _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) < 0 {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(Ok((n, Bound::from_owned_ptr(py, obj).cast_into_unchecked())))
-    }
+    let mut out = BytesBuilder::with_capacity(py, max)?;
+    let n = match out.fill_raw(max, fill)? {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok((n, out.finish()?)))
 }
 
 extern "C" {
