@@ -6,7 +6,9 @@
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::{ffi, PyErr};
+use pyo3::PyErr;
+
+use crate::ffi;
 
 #[cold]
 #[inline(never)]
@@ -49,24 +51,5 @@ pub fn caught_here(py: Python<'_>, err: PyErr) -> PyErr {
     if err.traceback(py).is_some() {
         return err;
     }
-    // SAFETY: the GIL is held. `PyEval_GetFrame` returns a borrowed frame (or NULL) that stays
-    // alive while its code runs, which includes this call. `PyTraceBack_Here` works on the
-    // raised exception, which `restore` sets and `fetch` takes back (an error of its own
-    // replaces it, chained).
-    unsafe {
-        let frame = ffi::PyEval_GetFrame();
-        if frame.is_null() {
-            return err;
-        }
-        err.restore(py);
-        ffi::PyTraceBack_Here(frame);
-    }
-    let err = PyErr::fetch(py);
-    // Before 3.12 the traceback travels beside the exception until it is raised again: give it to
-    // the exception, which is what goes to `_fatal_error`.
-    if let Some(tb) = err.traceback(py) {
-        // SAFETY: the GIL is held; both objects are alive, and `tb` is a traceback object.
-        unsafe { ffi::PyException_SetTraceback(err.value(py).as_ptr(), tb.as_ptr()) };
-    }
-    err
+    ffi::with_traceback_here(py, err)
 }

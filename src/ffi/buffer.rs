@@ -5,7 +5,8 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyType};
 
 /// Calls `f` with the contiguous bytes of `obj`.
 pub fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
@@ -46,4 +47,50 @@ pub fn with_writable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(*mut u8, usize) -
     // SAFETY: releases the view obtained above, exactly once.
     unsafe { ffi::PyBuffer_Release(&mut view) };
     Ok(out)
+}
+
+/// `buffer.extend(data)`: a bytearray with a live export cannot grow, and fails with the
+/// `BufferError` that `extend` raises.
+pub fn bytearray_extend(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResult<()> {
+    let old = buffer.len();
+    buffer.resize(old + data.len())?;
+    // SAFETY: the GIL is held and no Python code runs between the resize and the copy, so the
+    // bytearray's storage is exactly `old + data.len()` bytes and nothing else can see it.
+    unsafe { buffer.as_bytes_mut()[old..].copy_from_slice(data) };
+    Ok(())
+}
+
+/// `bio.write(data)` when `bio` is exactly an `ssl.MemoryBIO`, given a view of `data` rather than
+/// a copy: `MemoryBIO.write` (C code; the type cannot be changed) copies what it is given and
+/// keeps no reference to it. `None`, having done nothing, when `bio` is anything else.
+pub fn memory_bio_write<'py>(bio: &Bound<'py, PyAny>, data: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
+    static MEMORY_BIO: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let py = bio.py();
+    let ty = MEMORY_BIO.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("_ssl")?.getattr("MemoryBIO")?.cast_into::<PyType>()?.unbind())
+    })?;
+    if !bio.get_type().is(ty.bind(py)) {
+        return Ok(None);
+    }
+    let len = ffi::Py_ssize_t::try_from(data.len())?;
+    // SAFETY: the view covers `data`, which outlives it: `MemoryBIO.write` only reads it during
+    // the call (through a buffer it releases), and the view's last reference goes right after.
+    // PyMemoryView_FromMemory returns a new reference or NULL with an exception set; a read-only
+    // view is never written through.
+    let view = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyMemoryView_FromMemory(data.as_ptr().cast_mut().cast(), len, ffi::PyBUF_READ),
+        )?
+    };
+    let written = bio.call_method1(pyo3::intern!(py, "write"), (&view,));
+    drop(view);
+    written.map(Some)
+}
+
+/// The version tag of a type, which CPython changes whenever the type or one of its bases is
+/// modified (and never gives out twice); 0 when it has none.
+pub fn type_version_tag(ty: &Bound<'_, PyType>) -> u32 {
+    // SAFETY: reading a plain field of a live type object with the GIL held.
+    unsafe { (*ty.as_type_ptr()).tp_version_tag }
 }

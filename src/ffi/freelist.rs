@@ -36,8 +36,16 @@ const TYPES: usize = 2;
 /// whose objects have a header in front of them.
 const PREHEADER_FLAGS: std::os::raw::c_ulong = (1 << 3) | (1 << 4);
 
-/// Drops the Rust value(s) of an object about to be freed, through the GIL token.
-pub type Release = unsafe fn(Python<'_>, *mut ffi::PyObject);
+/// What drops the Rust value(s) of an object about to be freed, through the GIL token (see
+/// `layout`).
+pub trait Releaser: Sync {
+    /// # Safety
+    /// `obj` is an object of exactly the type this was given to (`set_release`), with no
+    /// references left; its values are read once and never used again.
+    unsafe fn release(&self, py: Python<'_>, obj: *mut ffi::PyObject);
+}
+
+type Release = &'static dyn Releaser;
 
 struct List {
     ty: *mut ffi::PyTypeObject,
@@ -102,7 +110,7 @@ unsafe fn pop(ty: *mut ffi::PyTypeObject) -> Option<*mut ffi::PyObject> {
 /// `PyType_GenericAlloc`; the caller writes the object's Rust value into it before anything
 /// else sees it.
 #[inline]
-pub fn take(py: Python<'_>, ty: *mut ffi::PyTypeObject) -> PyResult<*mut ffi::PyObject> {
+pub(super) fn take(py: Python<'_>, ty: *mut ffi::PyTypeObject) -> PyResult<*mut ffi::PyObject> {
     // SAFETY: the GIL is held (we have the token); `ty` is compared with the listed types before
     // anything is done with it, and nothing here runs Python code. PyType_GenericAlloc of a
     // non-GC type returns a zeroed object with its type set and one reference, as `pop` does,
@@ -144,7 +152,7 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
             if weaklist > 0 && !(*obj.byte_offset(weaklist).cast::<*mut ffi::PyObject>()).is_null() {
                 ffi::PyObject_ClearWeakRefs(obj);
             }
-            release(Python::assume_attached(), obj);
+            release.release(Python::assume_attached(), obj);
             free(obj.cast());
             ffi::Py_DECREF(ty.cast());
             return;
@@ -223,7 +231,7 @@ pub fn install<T: pyo3::PyTypeInfo>(py: Python<'_>) {
 /// # Safety
 /// `release` must drop exactly the Rust value(s) PyO3 wrote into objects of `ty` (or that the
 /// caller wrote after `take`), and nothing else.
-pub unsafe fn set_release(_py: Python<'_>, ty: *mut ffi::PyTypeObject, release: Release) -> bool {
+pub(super) unsafe fn set_release(_py: Python<'_>, ty: *mut ffi::PyTypeObject, release: Release) -> bool {
     // SAFETY: the GIL is held; `ty` is a live heap type whose slots CPython reads on each
     // deallocation. The lists are only touched here and by functions that cannot run now.
     unsafe {

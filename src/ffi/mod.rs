@@ -8,11 +8,13 @@ pub mod context;
 pub mod fastcall;
 pub mod freelist;
 mod gil_cell;
+mod layout;
 
-pub use buffer::{with_bytes, with_writable};
+pub use buffer::{bytearray_extend, memory_bio_write, type_version_tag, with_bytes, with_writable};
 pub use bytes_builder::BytesBuilder;
 
 pub use gil_cell::{GilCell, GilRefMut};
+pub use layout::{DropValues, Layout1, Layout2};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -40,6 +42,43 @@ pub fn bytes_read_into<'py>(
         Err(e) => return Ok(Err(e)),
     };
     Ok(Ok((n, out.finish()?)))
+}
+
+/// `err` with a traceback entry for the Python frame running now, as if that frame had raised
+/// it; unchanged when no Python frame is running. Before 3.12 the traceback is also set on the
+/// exception object itself.
+pub fn with_traceback_here(py: Python<'_>, err: PyErr) -> PyErr {
+    // SAFETY: the GIL is held. `PyEval_GetFrame` returns a borrowed frame (or NULL) that stays
+    // alive while its code runs, which includes this call. `PyTraceBack_Here` works on the
+    // raised exception, which `restore` sets and `fetch` takes back (an error of its own
+    // replaces it, chained).
+    unsafe {
+        let frame = ffi::PyEval_GetFrame();
+        if frame.is_null() {
+            return err;
+        }
+        err.restore(py);
+        ffi::PyTraceBack_Here(frame);
+    }
+    let err = PyErr::fetch(py);
+    // Before 3.12 the traceback travels beside the exception until it is raised again: give it to
+    // the exception, which is what goes to `_fatal_error`.
+    if let Some(tb) = err.traceback(py) {
+        // SAFETY: the GIL is held; both objects are alive, and `tb` is a traceback object.
+        unsafe { ffi::PyException_SetTraceback(err.value(py).as_ptr(), tb.as_ptr()) };
+    }
+    err
+}
+
+/// Bytes of a path decoded as `os.fsdecode` does (surrogate escapes for undecodable bytes).
+pub fn decode_fs<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let len = ffi::Py_ssize_t::try_from(bytes.len())?;
+    // SAFETY: the GIL is held; the pointer and length describe `bytes`. The call returns a new
+    // reference or NULL with an exception set.
+    unsafe {
+        let obj = ffi::PyUnicode_DecodeFSDefaultAndSize(bytes.as_ptr().cast(), len);
+        Bound::from_owned_ptr_or_err(py, obj)
+    }
 }
 
 extern "C" {

@@ -13,7 +13,7 @@
 //! run, and its callback and arguments when cancelled; while a handle waits in a loop, the loop
 //! reports the handle's contents to the collector as its own.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
@@ -21,7 +21,6 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyFloat, PyTuple};
-use pyo3::PyTypeInfo;
 use pyo3::{intern, PyTraverseError};
 
 use super::args::CallArgs;
@@ -64,56 +63,26 @@ pub(crate) fn release_contents(py: Python<'_>, (callback, args, context): Conten
     ffi::release(py, context);
 }
 
-/// Where PyO3 keeps the Rust values inside objects of the handle types, found at import from
-/// one object of each (`install_lifecycle`); the loop then makes and frees its handles itself
-/// (see `ffi::freelist`). Offsets are 0 until then, or if the layout is not the expected one.
-struct Layout {
-    ty: AtomicPtr<pyo3::ffi::PyTypeObject>,
-    /// The `Handle` value (in a `TimerHandle`, its base part).
-    handle: AtomicUsize,
-    /// The `TimerHandle` value.
-    timer: AtomicUsize,
+/// How the loop makes and frees its `Handle` and `TimerHandle` objects itself once their layout
+/// is known (see `ffi::Layout1`), skipping PyO3's generic paths.
+static HANDLE_LAYOUT: ffi::Layout1<Handle> = ffi::Layout1::new();
+
+static TIMER_LAYOUT: ffi::Layout2<Handle, TimerHandle> = ffi::Layout2::new();
+
+impl ffi::DropValues for Handle {
+    #[inline]
+    fn drop_values(self, py: Python<'_>) {
+        self.release(py);
+    }
 }
 
-static HANDLE_LAYOUT: Layout = Layout {
-    ty: AtomicPtr::new(std::ptr::null_mut()),
-    handle: AtomicUsize::new(0),
-    timer: AtomicUsize::new(0),
-};
-
-static TIMER_LAYOUT: Layout = Layout {
-    ty: AtomicPtr::new(std::ptr::null_mut()),
-    handle: AtomicUsize::new(0),
-    timer: AtomicUsize::new(0),
-};
-
-/// Byte offset of `value` inside `obj`, if it lies within the object's basic size and after
-/// its header.
-fn offset_in<T>(obj: *mut pyo3::ffi::PyObject, value: *const T) -> Option<usize> {
-    // SAFETY: `obj` is a live object (the caller holds it), whose type is alive with it.
-    let size = usize::try_from(unsafe { (*pyo3::ffi::Py_TYPE(obj)).tp_basicsize }).ok()?;
-    let offset = (value as usize).checked_sub(obj as usize)?;
-    (offset >= std::mem::size_of::<pyo3::ffi::PyObject>() && offset + std::mem::size_of::<T>() <= size)
-        .then_some(offset)
-}
-
-/// Whether `obj`, just made by PyO3, is exactly what `ffi::freelist::take` and the Rust values
-/// written at `values` (offset, size) make of it: no instance dict (PyO3 would put one there on
-/// 3.11/3.12), and every byte past the header that is not a value zero (an empty weak-reference
-/// list, and nothing else PyO3 keeps there).
-fn plain_layout(obj: *mut pyo3::ffi::PyObject, values: &[(usize, usize)]) -> bool {
-    // SAFETY: `obj` is a live object of a non-variable-size type, so `tp_basicsize` bytes of it
-    // are readable; only plain bytes are read.
-    unsafe {
-        let ty = pyo3::ffi::Py_TYPE(obj);
-        let Ok(size) = usize::try_from((*ty).tp_basicsize) else {
-            return false;
-        };
-        let bytes = std::slice::from_raw_parts(obj.cast::<u8>(), size);
-        (*ty).tp_dictoffset == 0
-            && (std::mem::size_of::<pyo3::ffi::PyObject>()..size)
-                .filter(|i| !values.iter().any(|&(at, len)| (at..at + len).contains(i)))
-                .all(|i| bytes[i] == 0)
+impl ffi::DropValues for (Handle, TimerHandle) {
+    #[inline]
+    fn drop_values(self, py: Python<'_>) {
+        let (handle, timer) = self;
+        ffi::release(py, timer.when_obj);
+        drop(timer.cancelled_timers);
+        handle.release(py);
     }
 }
 
@@ -121,101 +90,27 @@ fn plain_layout(obj: *mut pyo3::ffi::PyObject, values: &[(usize, usize)]) -> boo
 /// the one expected; otherwise PyO3 keeps doing it. Called once, after `ffi::freelist::install`.
 pub(crate) fn install_lifecycle(py: Python<'_>) -> PyResult<()> {
     let probe = || Handle::with_context(py.None(), CallArgs::Zero, py.None(), false, true);
-    let handle_size = std::mem::size_of::<Handle>();
-
-    let handle = Py::new(py, probe())?;
-    let ty = Handle::type_object_raw(py);
-    let offset = offset_in(handle.as_ptr(), handle.get());
-    if let Some(offset) = offset.filter(|&at| plain_layout(handle.as_ptr(), &[(at, handle_size)])) {
-        // SAFETY: `release_handle` drops exactly the `Handle` at `offset`, where PyO3 put it.
-        if unsafe { ffi::freelist::set_release(py, ty, release_handle) } {
-            HANDLE_LAYOUT.handle.store(offset, Ordering::Relaxed);
-            HANDLE_LAYOUT.ty.store(ty, Ordering::Relaxed);
-        }
-    }
-    handle.drop_ref(py);
-
-    let timer = Py::new(
+    let handle = Bound::new(py, probe())?;
+    HANDLE_LAYOUT.install(&handle);
+    drop(handle);
+    let timer = Bound::new(
         py,
         PyClassInitializer::from(probe()).add_subclass(TimerHandle::new(0.0, None, Arc::default())),
     )?;
-    let ty = TimerHandle::type_object_raw(py);
-    let base = timer.bind(py).as_super().get() as *const Handle;
-    let offsets = (offset_in(timer.as_ptr(), base), offset_in(timer.as_ptr(), timer.get()));
-    let plain = |handle, own| {
-        plain_layout(
-            timer.as_ptr(),
-            &[(handle, handle_size), (own, std::mem::size_of::<TimerHandle>())],
-        )
-    };
-    if let (Some(handle), Some(own)) = offsets.0.zip(offsets.1).filter(|&(h, o)| plain(h, o)).unzip() {
-        // SAFETY: `release_timer` drops exactly the two values at these offsets.
-        if unsafe { ffi::freelist::set_release(py, ty, release_timer) } {
-            TIMER_LAYOUT.handle.store(handle, Ordering::Relaxed);
-            TIMER_LAYOUT.timer.store(own, Ordering::Relaxed);
-            TIMER_LAYOUT.ty.store(ty, Ordering::Relaxed);
-        }
-    }
-    timer.drop_ref(py);
+    TIMER_LAYOUT.install(&timer);
     Ok(())
 }
 
-/// `ffi::freelist::Release` of `Handle`.
-unsafe fn release_handle(py: Python<'_>, obj: *mut pyo3::ffi::PyObject) {
-    let offset = HANDLE_LAYOUT.handle.load(Ordering::Relaxed);
-    // SAFETY: set only once the offset is known; the object is being freed, so its value is read
-    // out once and never used again.
-    unsafe { std::ptr::read(obj.byte_add(offset).cast::<Handle>()) }.release(py);
-}
-
-/// `ffi::freelist::Release` of `TimerHandle`: its own value, then its base's.
-unsafe fn release_timer(py: Python<'_>, obj: *mut pyo3::ffi::PyObject) {
-    let own = TIMER_LAYOUT.timer.load(Ordering::Relaxed);
-    let base = TIMER_LAYOUT.handle.load(Ordering::Relaxed);
-    // SAFETY: as in `release_handle`, for both values.
-    unsafe {
-        let timer = std::ptr::read(obj.byte_add(own).cast::<TimerHandle>());
-        ffi::release(py, timer.when_obj);
-        drop(timer.cancelled_timers);
-        std::ptr::read(obj.byte_add(base).cast::<Handle>()).release(py);
-    }
-}
-
-/// A new `Handle` object, made by the loop itself once the layout is known (see
-/// `install_lifecycle`): from a kept block when there is one.
+/// A new `Handle` object.
 #[inline]
 pub(crate) fn new_handle(py: Python<'_>, value: Handle) -> PyResult<Py<Handle>> {
-    let offset = HANDLE_LAYOUT.handle.load(Ordering::Relaxed);
-    if offset == 0 {
-        return Py::new(py, value);
-    }
-    let obj = ffi::freelist::take(py, HANDLE_LAYOUT.ty.load(Ordering::Relaxed))?;
-    // SAFETY: `obj` is a new object of exactly `Handle`'s type, zeroed past its header, which
-    // nothing else has seen; PyO3's objects of it hold their value at `offset`, and the rest of
-    // what PyO3 writes there is zero (see `install_lifecycle`).
-    unsafe {
-        std::ptr::write(obj.byte_add(offset).cast::<Handle>(), value);
-        Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked::<Handle>().unbind())
-    }
+    HANDLE_LAYOUT.make(py, value)
 }
 
-/// A new `TimerHandle` object, as `new_handle`.
+/// A new `TimerHandle` object.
 #[inline]
 pub(crate) fn new_timer(py: Python<'_>, handle: Handle, timer: TimerHandle) -> PyResult<Py<TimerHandle>> {
-    let own = TIMER_LAYOUT.timer.load(Ordering::Relaxed);
-    if own == 0 {
-        return Py::new(py, PyClassInitializer::from(handle).add_subclass(timer));
-    }
-    let obj = ffi::freelist::take(py, TIMER_LAYOUT.ty.load(Ordering::Relaxed))?;
-    let base = TIMER_LAYOUT.handle.load(Ordering::Relaxed);
-    // SAFETY: as in `new_handle`, for both values.
-    unsafe {
-        std::ptr::write(obj.byte_add(base).cast::<Handle>(), handle);
-        std::ptr::write(obj.byte_add(own).cast::<TimerHandle>(), timer);
-        Ok(Bound::from_owned_ptr(py, obj)
-            .cast_into_unchecked::<TimerHandle>()
-            .unbind())
-    }
+    TIMER_LAYOUT.make(py, handle, timer)
 }
 
 /// What running a handle needs, taken out of the handle so the callback may re-enter it.

@@ -78,9 +78,10 @@ pub struct SockAddr {
 impl SockAddr {
     /// An IPv4 socket address.
     pub fn v4(ip: std::net::Ipv4Addr, port: u16) -> SockAddr {
-        // SAFETY: an all-zero sockaddr_storage is valid, and it is large and aligned enough to
-        // hold a sockaddr_in.
+        // SAFETY: an all-zero sockaddr_storage is valid.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: sockaddr_storage is large and aligned enough to hold a sockaddr_in, and an
+        // all-zero one is valid.
         let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
         sin.sin_family = libc::AF_INET as libc::sa_family_t;
         sin.sin_port = port.to_be();
@@ -127,6 +128,81 @@ pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
     Ok((n, addr))
 }
 
+/// What a socket address holds, read from its storage by family.
+pub enum AddrView<'a> {
+    /// No address at all (an unbound Unix sender).
+    Empty,
+    V4 {
+        ip: std::net::Ipv4Addr,
+        port: u16,
+    },
+    V6 {
+        ip: std::net::Ipv6Addr,
+        port: u16,
+        flowinfo: u32,
+        scope_id: u32,
+    },
+    /// The used part of `sun_path` (it may or may not end with NUL bytes).
+    Unix(&'a [u8]),
+    /// Any other family: the generic header's `sa_data`.
+    Other {
+        family: libc::c_int,
+        data: &'a [u8],
+    },
+}
+
+impl SockAddr {
+    /// The address by family (see `AddrView`).
+    pub fn view(&self) -> AddrView<'_> {
+        if self.len == 0 {
+            return AddrView::Empty;
+        }
+        let ptr = &self.storage as *const libc::sockaddr_storage;
+        match libc::c_int::from(self.storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in for this family (or `v4` did); storage
+                // is large and aligned enough for every sockaddr type.
+                let sin = unsafe { &*ptr.cast::<libc::sockaddr_in>() };
+                AddrView::V4 {
+                    ip: std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                    port: u16::from_be(sin.sin_port),
+                }
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { &*ptr.cast::<libc::sockaddr_in6>() };
+                AddrView::V6 {
+                    ip: std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                    port: u16::from_be(sin6.sin6_port),
+                    flowinfo: u32::from_be(sin6.sin6_flowinfo),
+                    scope_id: sin6.sin6_scope_id,
+                }
+            }
+            libc::AF_UNIX => {
+                // SAFETY: as above, for sockaddr_un.
+                let sun = unsafe { &*ptr.cast::<libc::sockaddr_un>() };
+                let offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+                let used = (self.len as usize).saturating_sub(offset).min(sun.sun_path.len());
+                AddrView::Unix(as_bytes(&sun.sun_path[..used]))
+            }
+            family => {
+                // SAFETY: every sockaddr starts with the generic header.
+                let generic = unsafe { &*ptr.cast::<libc::sockaddr>() };
+                AddrView::Other {
+                    family,
+                    data: as_bytes(&generic.sa_data),
+                }
+            }
+        }
+    }
+}
+
+/// C characters as bytes.
+fn as_bytes(chars: &[libc::c_char]) -> &[u8] {
+    // SAFETY: c_char (i8 or u8) has the size and alignment of u8, and every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts(chars.as_ptr().cast::<u8>(), chars.len()) }
+}
+
 extern "C" {
     // In the C library on every Unix; the `libc` crate does not declare it.
     fn inet_ntop(
@@ -137,15 +213,20 @@ extern "C" {
     ) -> *const libc::c_char;
 }
 
-/// The text form of an IPv4 (`in_addr`) or IPv6 (`in6_addr`) address at `src`, as the C library
-/// writes it (which is what Python's `socket` module shows).
-///
-/// # Safety
-/// `src` must point at an address of `family`.
-pub unsafe fn ntop(family: libc::c_int, src: *const libc::c_void) -> io::Result<String> {
+/// The text form of an IPv6 address as the C library writes it (which is what Python's `socket`
+/// module shows; it differs from Rust's for IPv4-compatible addresses such as `::1.2.3.4`).
+pub fn ipv6_text(ip: &std::net::Ipv6Addr) -> io::Result<String> {
+    let addr = libc::in6_addr { s6_addr: ip.octets() };
     let mut buf = [0 as libc::c_char; 64];
-    // SAFETY: the caller vouches for `src`; `buf` is larger than INET6_ADDRSTRLEN.
-    let out = unsafe { inet_ntop(family, src, buf.as_mut_ptr(), buf.len() as libc::socklen_t) };
+    // SAFETY: `addr` is an in6_addr; `buf` is larger than INET6_ADDRSTRLEN.
+    let out = unsafe {
+        inet_ntop(
+            libc::AF_INET6,
+            (&addr as *const libc::in6_addr).cast(),
+            buf.as_mut_ptr(),
+            buf.len() as libc::socklen_t,
+        )
+    };
     if out.is_null() {
         return Err(io::Error::last_os_error());
     }

@@ -306,7 +306,7 @@ impl StreamCore {
         let read = READ_BUF.with(|cell| {
             let mut buf = cell.try_borrow_mut().ok()?;
             Some(match sys::net::recv(slf.get().fd, &mut buf[..MAX_READ]) {
-                Ok(n) if n > 0 => match reader::append(&buffer, &buf[..n]) {
+                Ok(n) if n > 0 => match crate::ffi::bytearray_extend(&buffer, &buf[..n]) {
                     Ok(()) => (Ok(n), None),
                     Err(_) => (Ok(n), Some(PyBytes::new(py, &buf[..n]))),
                 },

@@ -19,6 +19,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyInt, PyType};
 
+use crate::ffi;
+
 struct Classes {
     reader: Py<PyType>,
     protocol: Py<PyType>,
@@ -44,13 +46,8 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
 /// The version tags of both classes, which CPython changes whenever a class or one of its bases
 /// is modified (and never gives out twice); 0 when either has none.
 fn version_tags(py: Python<'_>, c: &Classes) -> u64 {
-    // SAFETY: reading a field of a live type object with the GIL held.
-    let (reader, protocol) = unsafe {
-        (
-            (*c.reader.bind(py).as_type_ptr()).tp_version_tag,
-            (*c.protocol.bind(py).as_type_ptr()).tp_version_tag,
-        )
-    };
+    let reader = ffi::type_version_tag(c.reader.bind(py));
+    let protocol = ffi::type_version_tag(c.protocol.bind(py));
     if reader == 0 || protocol == 0 {
         0
     } else {
@@ -109,17 +106,6 @@ pub(super) fn plain_reader<'py>(
         return Ok(None);
     };
     Ok(Some((reader, buffer)))
-}
-
-/// Appends `data` to the reader's buffer (`self._buffer.extend(data)`): a buffer with a live
-/// export cannot grow, and fails with the `BufferError` that `extend` raises.
-pub(super) fn append(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResult<()> {
-    let old = buffer.len();
-    buffer.resize(old + data.len())?;
-    // SAFETY: the GIL is held and no Python code runs between the resize and the copy, so the
-    // bytearray's storage is exactly `old + data.len()` bytes and nothing else can see it.
-    unsafe { buffer.as_bytes_mut()[old..].copy_from_slice(data) };
-    Ok(())
 }
 
 /// The rest of `feed_data` after the append: wake a waiting `read*()` (`_wakeup_waiter`), then

@@ -29,10 +29,10 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PySlice, PyTuple};
-use pyo3::{ffi as pyffi, intern, PyTraverseError};
+use pyo3::{intern, PyTraverseError};
 
 use super::{is_bytes_like, reader, StreamCore, MAX_READ, READ_BUF};
-use crate::ffi::{BytesBuilder, GilCell};
+use crate::ffi::{self, BytesBuilder, GilCell};
 use crate::{errors, sys};
 
 const FATAL: &str = "Fatal error on SSL protocol";
@@ -363,7 +363,7 @@ impl TlsCore {
         let (Ok(bytes), Some((reader, buffer))) = (data.cast::<PyBytes>(), reader::plain_reader(app)?) else {
             return Ok(false);
         };
-        if reader::append(&buffer, bytes.as_bytes()).is_err() {
+        if crate::ffi::bytearray_extend(&buffer, bytes.as_bytes()).is_err() {
             return Ok(false);
         }
         reader::after_append(&reader, &buffer)?;
@@ -429,22 +429,10 @@ impl TlsCore {
             };
             let got = sys::net::recv(stream.get().fd, &mut buf[..max]);
             if let Ok(n @ 1..) = got {
-                // SAFETY: the view covers `n` initialised bytes of the buffer, which stays
-                // borrowed (so unchanged and alive) until the view is released below; an
-                // `ssl.MemoryBIO` (checked exactly) copies what it is given and keeps no reference.
-                let view = unsafe {
-                    Bound::from_owned_ptr_or_err(
-                        py,
-                        pyffi::PyMemoryView_FromMemory(
-                            buf.as_mut_ptr().cast(),
-                            n as pyffi::Py_ssize_t,
-                            pyffi::PyBUF_READ,
-                        ),
-                    )?
-                };
-                let written = st.incoming.call_method1(write, (&view,));
-                drop(view);
-                written?;
+                let data = &buf[..n];
+                if ffi::memory_bio_write(&st.incoming, data)?.is_none() {
+                    st.incoming.call_method1(write, (PyBytes::new(py, data),))?;
+                }
             }
             Ok::<_, PyErr>(Some(got))
         });
