@@ -61,6 +61,21 @@ fn plain(obj: &Bound<'_, PyAny>, values: &[(usize, usize)]) -> bool {
     }
 }
 
+/// Gives objects of exactly `ty` to `releaser` to free, if `probe` is one and holds nothing but
+/// `values` (offset, size); see the module docs.
+///
+/// # Safety
+/// `releaser` reads exactly the values at those offsets, and nothing else.
+unsafe fn adopt(
+    probe: &Bound<'_, PyAny>,
+    ty: *mut ffi::PyTypeObject,
+    values: &[(usize, usize)],
+    releaser: &'static dyn Releaser,
+) -> bool {
+    // SAFETY: the caller vouches for `releaser`.
+    probe.get_type_ptr() == ty && plain(probe, values) && unsafe { freelist::set_release(probe.py(), ty, releaser) }
+}
+
 /// The layout of a class `T` with no Rust base.
 pub struct Layout1<T> {
     ty: AtomicPtr<ffi::PyTypeObject>,
@@ -92,12 +107,9 @@ where
         let Some(at) = offset_in(any, probe.get() as *const T) else {
             return false;
         };
-        if !any.get_type_ptr().eq(&ty) || !plain(any, &[(at, std::mem::size_of::<T>())]) {
-            return false;
-        }
         // SAFETY: `release` below reads exactly the `T` at `at`, where PyO3 put it (and `make`
         // puts it), and nothing else.
-        if !unsafe { freelist::set_release(py, ty, self) } {
+        if !unsafe { adopt(any, ty, &[(at, std::mem::size_of::<T>())], self) } {
             return false;
         }
         self.at.store(at, Ordering::Relaxed);
@@ -172,12 +184,9 @@ where
             return false;
         };
         let values = [(base, std::mem::size_of::<B>()), (own, std::mem::size_of::<T>())];
-        if !any.get_type_ptr().eq(&ty) || !plain(any, &values) {
-            return false;
-        }
         // SAFETY: `release` below reads exactly the `B` and the `T` at these offsets, where PyO3
         // put them (and `make` puts them), and nothing else.
-        if !unsafe { freelist::set_release(py, ty, self) } {
+        if !unsafe { adopt(any, ty, &values, self) } {
             return false;
         }
         self.base_at.store(base, Ordering::Relaxed);
