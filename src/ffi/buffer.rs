@@ -33,8 +33,8 @@ pub fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyRe
     Ok(out)
 }
 
-/// Calls `f` with a writable pointer and length into `obj` (for `recv_into`-style reads).
-pub fn with_writable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(*mut u8, usize) -> R) -> PyResult<R> {
+/// Calls `f` with the writable bytes of `obj` (for `recv_into`-style reads).
+pub fn with_writable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&mut [u8]) -> R) -> PyResult<R> {
     let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
     // SAFETY: as in `with_bytes`; PyBUF_WRITABLE makes read-only objects fail with BufferError.
     let flags = ffi::PyBUF_SIMPLE | ffi::PyBUF_WRITABLE;
@@ -43,7 +43,16 @@ pub fn with_writable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(*mut u8, usize) -
     }
     // SAFETY: initialised by the successful call above.
     let mut view = unsafe { view.assume_init() };
-    let out = f(view.buf as *mut u8, view.len as usize);
+    // SAFETY: a writable PyBUF_SIMPLE view is `len` contiguous bytes at `buf`, valid until
+    // released; an empty buffer may have a null pointer, which a slice must not. The slice is
+    // the only way to these bytes while `f` runs unless `f` runs Python code that writes to the
+    // same object, which the callers' `f` (a system call) does not.
+    let bytes = if view.len == 0 {
+        &mut [][..]
+    } else {
+        unsafe { std::slice::from_raw_parts_mut(view.buf.cast::<u8>(), view.len as usize) }
+    };
+    let out = f(bytes);
     // SAFETY: releases the view obtained above, exactly once.
     unsafe { ffi::PyBuffer_Release(&mut view) };
     Ok(out)

@@ -6,14 +6,18 @@
 //! them all again.
 //!
 //! The object is reachable only through the builder until `finish`. A piece is written through
-//! a pointer that does not outlive the call (`fill_raw`), or a `memoryview` of the unfilled part
-//! that is released as soon as the call returns (`write_with`), so no one can write into (or
-//! read) the object after it is handed out, nor touch it once resized.
+//! a slice that does not outlive the call (`fill_uninit`), or by `_ssl._SSLSocket.read` through
+//! a `memoryview` of the unfilled part that is released as soon as the call returns
+//! (`ssl_read`), so no one can write into (or read) the object after it is handed out, nor touch
+//! it once resized.
 
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use std::mem::MaybeUninit;
+
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyType};
 
 pub struct BytesBuilder<'py> {
     py: Python<'py>,
@@ -58,38 +62,56 @@ impl<'py> BytesBuilder<'py> {
         Ok(())
     }
 
-    /// Calls `fill` with a pointer to the next `want` unfilled bytes (at most the room left) and
-    /// that length; `fill` writes at most that many bytes there, keeps no copy of the pointer,
-    /// and returns how many, counted up to the length it was given.
-    pub fn fill_raw<E>(
+    /// Calls `fill` with the next `want` unfilled bytes (at most the room left); `fill` returns
+    /// how many of them, from the start, it initialised.
+    pub fn fill_uninit<E>(
         &mut self,
         want: usize,
-        fill: impl FnOnce(*mut u8, usize) -> Result<usize, E>,
+        fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> Result<usize, E>,
     ) -> PyResult<Result<usize, E>> {
         if self.obj.is_null() {
             return Err(PyValueError::new_err("buffer lost"));
         }
         let want = want.min(self.spare());
         // SAFETY: `obj` is a live bytes object of `cap` bytes owned by the builder, so `want`
-        // writable bytes start `len` bytes into its storage; nothing can resize or hand out the
-        // object while `fill` runs.
-        let start = unsafe { ffi::PyBytes_AsString(self.obj).cast::<u8>().add(self.len) };
-        Ok(fill(start, want).map(|n| {
+        // bytes start `len` bytes into its storage; nothing else can reach the object, and the
+        // slice does not outlive this call.
+        let unfilled = unsafe {
+            let start = ffi::PyBytes_AsString(self.obj).cast::<MaybeUninit<u8>>().add(self.len);
+            std::slice::from_raw_parts_mut(start, want)
+        };
+        Ok(fill(unfilled).map(|n| {
             let n = n.min(want);
             self.len += n;
             n
         }))
     }
 
-    /// Calls `write` with a writable `memoryview` of the next `want` unfilled bytes (at most the
-    /// room left), and counts as written the number of bytes `write` returns. The view is released
-    /// when `write` returns, whatever it did with it.
-    pub fn write_with(
-        &mut self,
-        want: usize,
-        write: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<usize>,
-    ) -> PyResult<usize> {
+    /// Decrypts into the next `want` unfilled bytes (at most the room left) with
+    /// `sslobj.read(want, buffer)`, `buffer` a writable `memoryview` of them released when the
+    /// call returns, and counts as written the number of bytes the call returns.
+    ///
+    /// `sslobj` must be exactly an `_ssl._SSLSocket` (a `TypeError` otherwise): its `read` is C
+    /// code (the type cannot be changed) that writes into the buffer during the call only, and
+    /// makes no view of it that could outlive the call, so nothing reaches the object's storage
+    /// afterwards.
+    pub fn ssl_read(&mut self, sslobj: &Bound<'py, PyAny>, want: usize) -> PyResult<usize> {
+        static SSL_SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         let py = self.py;
+        let ty = SSL_SOCKET.get_or_try_init(py, || {
+            Ok::<_, PyErr>(
+                py.import("_ssl")?
+                    .getattr("_SSLSocket")?
+                    .cast_into::<PyType>()?
+                    .unbind(),
+            )
+        })?;
+        if !sslobj.get_type().is(ty.bind(py)) {
+            return Err(PyTypeError::new_err("expected an _ssl._SSLSocket"));
+        }
+        if self.obj.is_null() {
+            return Err(PyValueError::new_err("buffer lost"));
+        }
         let want = want.min(self.spare());
         // SAFETY: `obj` is a live bytes object of `cap` bytes owned by the builder, so its storage
         // is `cap` writable bytes starting at PyBytes_AsString; the view covers `want` bytes from
@@ -102,14 +124,14 @@ impl<'py> BytesBuilder<'py> {
                 ffi::PyMemoryView_FromMemory(start.cast(), want as ffi::Py_ssize_t, ffi::PyBUF_WRITE),
             )?
         };
-        let written = write(&view);
+        let read = sslobj.call_method1(pyo3::intern!(py, "read"), (want, &view));
         if let Err(e) = view.call_method0(pyo3::intern!(py, "release")) {
             // Something still holds an export of the view, so of the object's storage: never
             // free or move it.
             self.obj = std::ptr::null_mut();
             return Err(e);
         }
-        let n = written?;
+        let n = read?.extract::<usize>()?;
         if n > want {
             return Err(PyValueError::new_err(format!(
                 "wrote {n} bytes into a buffer of {want}"

@@ -34,10 +34,10 @@ pub fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
 pub fn bytes_read_into<'py>(
     py: Python<'py>,
     max: usize,
-    fill: impl FnOnce(*mut u8, usize) -> std::io::Result<usize>,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
 ) -> PyResult<std::io::Result<(usize, Bound<'py, pyo3::types::PyBytes>)>> {
     let mut out = BytesBuilder::with_capacity(py, max)?;
-    let n = match out.fill_raw(max, fill)? {
+    let n = match out.fill_uninit(max, fill)? {
         Ok(n) => n,
         Err(e) => return Ok(Err(e)),
     };

@@ -11,12 +11,15 @@ use std::os::fd::RawFd;
 
 /// Reads at most `buf.len()` bytes.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    recv_raw(fd, buf.as_mut_ptr(), buf.len())
+    // `recv` writes through the pointer only: `u8` and `MaybeUninit<u8>` share a layout, and
+    // what it writes is initialised.
+    retry(|| syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)))
 }
 
-/// Reads at most `len` bytes into memory the caller vouches for (a Python buffer it holds).
-pub fn recv_raw(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<usize> {
-    retry(|| syscall!(recv(fd, ptr.cast(), len, 0)))
+/// Reads at most `buf.len()` bytes into memory not initialised yet; the first `n` bytes of it
+/// are initialised when it returns `Ok(n)`.
+pub fn recv_uninit(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    retry(|| syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)))
 }
 
 /// Runs a system call again while it fails with `EINTR`.

@@ -84,7 +84,7 @@ pub(crate) fn recv_bytes(
     if let Some(result) = shared {
         return Ok(result);
     }
-    ffi::bytes_read_into(py, max, |ptr, len| sys::net::recv_raw(fd, ptr, len))
+    ffi::bytes_read_into(py, max, |buf| sys::net::recv_uninit(fd, buf))
 }
 
 /// Whether `data` is one of the types transports accept: `bytes`, `bytearray`, `memoryview`.
@@ -347,9 +347,9 @@ impl StreamCore {
             Err(e) => return Self::fatal(slf, e, GET_BUFFER_FAILED),
         }
         let mut offered = 0;
-        let got = match ffi::with_writable(&buf, |ptr, len| {
-            offered = len;
-            sys::net::recv_raw(core.fd, ptr, len)
+        let got = match ffi::with_writable(&buf, |bytes| {
+            offered = bytes.len();
+            sys::net::recv(core.fd, bytes)
         }) {
             Ok(got) => got,
             Err(e) => return Self::fatal(slf, e, READ_FAILED),

@@ -333,7 +333,6 @@ impl TlsCore {
     /// front, so no `bytes` is made per record nor copied again to join them.
     fn decrypt_into_one<'py>(st: &Steady<'py>, held: usize, max: usize) -> PyResult<(Option<Bound<'py, PyAny>>, bool)> {
         let py = st.ssl.py();
-        let read = intern!(py, "read");
         // What is held decrypts to less than its size; one record more covers the part of a
         // record OpenSSL may have taken from the BIO before, which is no longer counted there.
         let mut out = BytesBuilder::with_capacity(py, held.saturating_add(RECORD_PLAINTEXT))?;
@@ -342,7 +341,7 @@ impl TlsCore {
                 out.reserve(held.max(RECORD_PLAINTEXT))?;
             }
             let len = out.spare().min(max);
-            out.write_with(len, |view| st.ssl.call_method1(read, (len, view))?.extract::<usize>())
+            out.ssl_read(&st.ssl, len)
         })?;
         let data = if out.is_empty() {
             None
