@@ -1,6 +1,8 @@
-//! Raw CPython calls that PyO3 does not wrap: entering a `contextvars.Context` around a call, and
-//! copying the current context, and the GIL-guarded cell the loop keeps its state in. Each
-//! `unsafe` block states why it holds.
+//! Every raw CPython call the crate makes, and the only place besides `sys` with `unsafe` code:
+//! contexts (entering one around a call, copying and comparing them), the GIL-guarded cell the
+//! loop keeps its state in, vectorcall entry points, free lists and hand-made handle objects,
+//! borrowed buffers and `bytes` filled in place, and a few calls PyO3 does not wrap (tracebacks,
+//! filesystem decoding, type version tags). Each `unsafe` block states why it holds.
 
 mod buffer;
 mod bytes_builder;
