@@ -72,6 +72,26 @@ pub fn with_traceback_here(py: Python<'_>, err: PyErr) -> PyErr {
     err
 }
 
+/// Runs `f` with `exc` as the exception being handled (`sys.exception()`, `sys.exc_info()`), as
+/// inside the `except` block that caught it, then restores the one handled before.
+pub fn while_handling<R>(exc: &Bound<'_, PyAny>, f: impl FnOnce() -> R) -> R {
+    // SAFETY: the GIL is held (`exc` is bound). PyErr_GetHandledException returns a new
+    // reference or NULL; PyErr_SetHandledException takes a reference of its own to what it is
+    // given (NULL clears), so the saved one is given back and then released.
+    let before = unsafe {
+        let before = ffi::PyErr_GetHandledException();
+        ffi::PyErr_SetHandledException(exc.as_ptr());
+        before
+    };
+    let out = f();
+    // SAFETY: as above; `before` is the reference taken above (or NULL).
+    unsafe {
+        ffi::PyErr_SetHandledException(before);
+        ffi::Py_XDECREF(before);
+    }
+    out
+}
+
 /// Bytes of a path decoded as `os.fsdecode` does (surrogate escapes for undecodable bytes).
 pub fn decode_fs<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let len = ffi::Py_ssize_t::try_from(bytes.len())?;

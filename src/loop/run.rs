@@ -275,7 +275,11 @@ pub(super) fn callback_failed(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>, er
     if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
         return Err(err);
     }
-    slf.call_method1(intern!(py, "_handle_callback_error"), (handle, err.value(py)))?;
+    // The stdlib reports it from inside the `except` that caught it.
+    let exc = err.value(py);
+    ffi::while_handling(exc, || {
+        slf.call_method1(intern!(py, "_handle_callback_error"), (handle, exc))
+    })?;
     Ok(())
 }
 

@@ -182,7 +182,10 @@ impl DatagramCore {
             return Err(err);
         }
         let err = errors::caught_here(py, err);
-        Self::call_transport(slf, intern!(py, "_fatal_error"), (err.value(py), message))
+        let exc = err.value(py);
+        ffi::while_handling(exc, || {
+            Self::call_transport(slf, intern!(py, "_fatal_error"), (exc, message))
+        })
     }
 
     fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {

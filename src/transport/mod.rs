@@ -242,7 +242,10 @@ impl StreamCore {
         }
         if let Some(transport) = slf.get().transport(py) {
             let err = errors::caught_here(py, err);
-            transport.call_method1(py, intern!(py, "_fatal_error"), (err.value(py), message))?;
+            let exc = err.value(py);
+            ffi::while_handling(exc, || {
+                transport.call_method1(py, intern!(py, "_fatal_error"), (exc, message))
+            })?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use pyo3::{intern, PyTraverseError};
 use super::gate::ReadGate;
 use super::wbuf::{self, WriteBuffer};
 use super::{MAX_READ, READ_BUF};
-use crate::ffi::GilCell;
+use crate::ffi::{self, GilCell};
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
 
@@ -145,15 +145,18 @@ impl ReadPipeCore {
             }
             Ok(_) => call_transport(py, transport, intern!(py, "_read_eof"), ()),
             Err(e) if sys::net::would_block(&e) => Ok(()),
-            Err(e) => call_transport(
-                py,
-                transport,
-                intern!(py, "_fatal_error"),
-                (
-                    errors::caught_here(py, errors::os_error(e)).value(py),
-                    "Fatal read error on pipe transport",
-                ),
-            ),
+            Err(e) => {
+                let err = errors::caught_here(py, errors::os_error(e));
+                let exc = err.value(py);
+                ffi::while_handling(exc, || {
+                    call_transport(
+                        py,
+                        transport,
+                        intern!(py, "_fatal_error"),
+                        (exc, "Fatal read error on pipe transport"),
+                    )
+                })
+            }
         }
     }
 
@@ -297,12 +300,15 @@ impl WritePipeCore {
         let py = slf.py();
         let transport = slf.get().transport(py);
         let err = errors::caught_here(py, err);
-        call_transport(
-            py,
-            transport,
-            intern!(py, "_fatal_error"),
-            (err.value(py), "Fatal write error on pipe transport"),
-        )
+        let exc = err.value(py);
+        ffi::while_handling(exc, || {
+            call_transport(
+                py,
+                transport,
+                intern!(py, "_fatal_error"),
+                (exc, "Fatal write error on pipe transport"),
+            )
+        })
     }
 
     /// `write()` of the bytes of an already checked object (`shared`: the `bytes` object they

@@ -253,8 +253,10 @@ impl TlsCore {
             return Err(err);
         }
         let err = errors::caught_here(py, err);
-        slf.call_method1(intern!(py, "_fatal_error"), (err.value(py), FATAL))
-            .map(drop)
+        let exc = err.value(py);
+        ffi::while_handling(exc, || {
+            slf.call_method1(intern!(py, "_fatal_error"), (exc, FATAL)).map(drop)
+        })
     }
 
     /// Decrypts every complete record in the incoming BIO into one `data_received`, then sends

@@ -4,6 +4,8 @@ import asyncio
 import contextvars
 import gc
 import logging
+import socket
+import struct
 import sys
 
 import pytest
@@ -208,3 +210,126 @@ def test_handler_can_be_changed_while_running(loop):
     run_briefly(loop)
     assert len(first) == 1
     assert len(second) == 1
+
+
+def _handled_exception():
+    """The exception being handled where this is called (`sys.exception()` from 3.11)."""
+    return sys.exc_info()[1]
+
+
+def test_handler_runs_while_the_callback_error_is_being_handled(loop):
+    # The stdlib calls the handler inside the `except` that caught the callback's error, so
+    # `logging.exception`, `traceback.print_exc` and implicit chaining see it there.
+    seen = []
+
+    def handler(lp, ctx):
+        seen.append((ctx["exception"], _handled_exception()))
+        try:
+            raise RuntimeError("in handler")
+        except RuntimeError as e:
+            seen.append(e.__context__)
+
+    def bad():
+        raise ZeroDivisionError("callback")
+
+    loop.set_exception_handler(handler)
+    loop.call_soon(bad)
+    run_briefly(loop)
+    (exc, handled), context = seen
+    assert isinstance(exc, ZeroDivisionError)
+    assert handled is exc
+    assert context is exc
+    assert _handled_exception() is None
+
+
+def test_fd_callback_error_is_being_handled_in_handler(loop):
+    a, b = socket.socketpair()
+    seen = []
+
+    def handler(lp, ctx):
+        seen.append((ctx["exception"], _handled_exception()))
+        lp.remove_reader(a)
+
+    def bad():
+        raise KeyError("reader")
+
+    try:
+        loop.set_exception_handler(handler)
+        b.send(b"x")
+        loop.add_reader(a, bad)
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+    [(exc, handled)] = seen
+    assert isinstance(exc, KeyError)
+    assert handled is exc
+
+
+def test_transport_fatal_error_is_being_handled_in_handler(loop):
+    # A protocol whose data_received raises: the stdlib's transport reports it from inside the
+    # `except` that caught it.
+    seen = []
+
+    class Failing(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            raise ValueError("protocol")
+
+    async def main():
+        lost = loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                transport.write(b"hello")
+
+            def connection_lost(self, exc):
+                if not lost.done():
+                    lost.set_result(None)
+
+        loop.set_exception_handler(lambda lp, ctx: seen.append((ctx["exception"], _handled_exception())))
+        server = await loop.create_server(Server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(Failing, "127.0.0.1", port)
+        await asyncio.wait_for(lost, 5)
+        transport.close()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+    [(exc, handled)] = seen
+    assert isinstance(exc, ValueError)
+    assert handled is exc
+
+
+def test_debug_log_of_a_quiet_transport_error_has_its_traceback(loop, caplog):
+    # In debug mode a peer going away is logged with `exc_info=True`: the traceback of the
+    # error being handled.
+    async def main():
+        lost = loop.create_future()
+
+        class Client(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        transport, _ = await loop.create_connection(Client, *srv.getsockname())
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        srv.close()
+        exc = await asyncio.wait_for(lost, 5)
+        transport.close()
+        return exc
+
+    loop.set_debug(True)
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        exc = loop.run_until_complete(main())
+    assert isinstance(exc, ConnectionResetError)
+    [record] = [r for r in caplog.records if r.exc_info and "Fatal read error" in r.getMessage()]
+    assert record.exc_info[1] is exc
