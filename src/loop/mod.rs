@@ -99,6 +99,8 @@ pub(crate) struct State {
     pub os: Option<Os>,
     /// Set while the loop thread may block in poll, so `call_soon_threadsafe` knows to wake it.
     pub sleeping: bool,
+    /// Readers to run as if the next poll reported their fd readable (see `requeue_reader`).
+    pub requeued: Vec<(RawFd, Py<Handle>)>,
 }
 
 pub(crate) struct Os {
@@ -661,13 +663,18 @@ impl LoopCore {
         Ok(found)
     }
 
-    /// Queues the reader of `fd` to run again next turn (a transport that may have more to read).
+    /// Runs the reader of `fd` as if the next poll reported the fd readable: a transport that
+    /// may have more to read (a full read, a hangup not yet read to EOF, reading resumed), which
+    /// edge-triggered polling will not report again. With the stdlib's level-triggered selector
+    /// the poll would report it, so the reader runs after the callbacks already queued, among
+    /// the next poll's events, and only once per poll.
     pub(crate) fn requeue_reader(&self, py: Python<'_>, fd: RawFd) {
         let mut st = self.state(py);
         let st = &mut *st;
         if let Some(h) = st.io.get(fd).and_then(|e| e.reader.as_ref()) {
-            let h = h.clone_ref(py);
-            st.ready.push_back(h);
+            if !st.requeued.iter().any(|(_, r)| r.is(h)) {
+                st.requeued.push((fd, h.clone_ref(py)));
+            }
         }
     }
 
@@ -731,6 +738,7 @@ impl LoopCore {
                 io: io::IoTable::default(),
                 os: Some(os),
                 sleeping: false,
+                requeued: Vec::new(),
             }),
             poller: Mutex::new(Some(poller)),
             batch: GilCell::new(VecDeque::with_capacity(1024)),
@@ -908,13 +916,16 @@ impl LoopCore {
         let py = slf.py();
         let core = slf.get();
         core.closed.store(true, Ordering::Relaxed);
-        let (ready, timers, fds, os) = {
+        let (ready, timers, fds, os, requeued) = {
             let mut st = core.state(py);
             let st = &mut *st;
             let os = st.os.take();
             let fds = core.take_fds(&mut st.io, os.as_ref());
-            (std::mem::take(&mut st.ready), st.timers.drain(), fds, os)
+            // Readers still registered are in `fds`; the rest were finished when removed.
+            let requeued = std::mem::take(&mut st.requeued);
+            (std::mem::take(&mut st.ready), st.timers.drain(), fds, os, requeued)
         };
+        drop(requeued);
         core.cancelled_timers.store(0, Ordering::Relaxed);
         release_all(py, ready, timers, fds);
         let snapshot = core.context_snapshot.borrow_mut(py).take();
@@ -977,14 +988,18 @@ impl LoopCore {
         let kwargs = self.loop_kwargs.try_borrow_in_gc().and_then(|mut k| k.take());
         // The collector calls this with the GIL held.
         Python::attach(|_| drop((snapshot, kwargs)));
-        let Some((ready, timers, fds)) = self.state.try_borrow_in_gc().map(|mut st| {
+        let Some((ready, timers, fds, requeued)) = self.state.try_borrow_in_gc().map(|mut st| {
             let st = &mut *st;
             let fds = self.take_fds(&mut st.io, st.os.as_ref());
-            (std::mem::take(&mut st.ready), st.timers.drain(), fds)
+            let requeued = std::mem::take(&mut st.requeued);
+            (std::mem::take(&mut st.ready), st.timers.drain(), fds, requeued)
         }) else {
             return;
         };
         // The collector calls this with the GIL held.
-        Python::attach(|py| release_all(py, ready, timers, fds));
+        Python::attach(|py| {
+            drop(requeued);
+            release_all(py, ready, timers, fds);
+        });
     }
 }

@@ -53,7 +53,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
                 core.cancelled_timers.store(cancelled, Ordering::Relaxed);
             }
         }
-        if !st.ready.is_empty() || core.stopping.load(Ordering::Relaxed) {
+        if !st.ready.is_empty() || !st.requeued.is_empty() || core.stopping.load(Ordering::Relaxed) {
             // Only poll when some fd could report something.
             (st.io.len() > 0).then_some(Some(Duration::ZERO))
         } else {
@@ -120,11 +120,13 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
         py.detach(|| poll.poll(events, timeout))
     };
     let mut dropped = Vec::new();
+    let mut stale = Vec::new();
     {
         let mut st = core.state(py);
         let st = &mut *st;
         st.sleeping = false;
         if let (Ok(()), Some(os)) = (&result, st.os.as_ref()) {
+            let before = st.ready.len();
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
                     continue;
@@ -141,10 +143,22 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>) -> PyResult<()> {
                     &mut dropped,
                 );
             }
+            // Readers queued as if this poll reported them (`LoopCore::requeue_reader`), when
+            // still registered and not reported by it anyway.
+            // Others are let go of below, outside the borrow.
+            for (fd, h) in std::mem::take(&mut st.requeued) {
+                let current = st.io.get(fd).and_then(|e| e.reader.as_ref()).is_some_and(|r| r.is(&h));
+                if current && !st.ready.range(before..).any(|r| r.is(&h)) {
+                    st.ready.push_back(h);
+                } else {
+                    stale.push(h);
+                }
+            }
         }
     }
     drop(poller);
     finish_all(py, dropped);
+    drop(stale);
     match result {
         Ok(()) => Ok(()),
         // A signal arrived while we were blocked: let Python run its handlers now, so Ctrl-C

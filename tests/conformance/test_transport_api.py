@@ -293,6 +293,29 @@ def test_pause_and_resume_reading(loop):
     loop.run_until_complete(main())
 
 
+def test_data_waiting_when_reading_resumes_comes_after_queued_callbacks(loop):
+    # The stdlib's reader runs once the next poll reports the fd: after the callbacks already
+    # queued (here, the task going on after sleep(0)) and in turn order with later ones.
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.pause_reading()
+            await loop.sock_sendall(peer, b"waiting")
+            await asyncio.sleep(0.05)
+            transport.resume_reading()
+            proto.events.append("resumed")
+            loop.call_soon(proto.events.append, "queued")
+            await asyncio.sleep(0)
+            proto.events.append("after sleep(0)")
+            assert await proto.read(7) == b"waiting"
+            transport.close()
+            await wait(proto.lost)
+        return proto.events
+
+    events = loop.run_until_complete(main())
+    assert events.index("data") > events.index("after sleep(0)") > events.index("queued")
+
+
 def test_write_buffer_limits(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
