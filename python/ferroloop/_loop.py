@@ -141,6 +141,13 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         # The stdlib loop's attribute (uvloop has it too), which some code reads.
         return self.is_closed()
 
+    @property
+    def _scheduled(self):
+        # The stdlib loop's heap of pending `TimerHandle`s, which test helpers that fast-forward
+        # time walk (calling `_run()` then `cancel()` on the due ones): here a new list of them
+        # each time, earliest first (which is a heap as well). Changing the list changes nothing.
+        return self._scheduled_timers()
+
     def _check_closed(self):
         if self.is_closed():
             raise RuntimeError("Event loop is closed")

@@ -940,6 +940,12 @@ impl LoopCore {
         }
     }
 
+    /// The timers in the heap, in the order they will run: the stdlib loop's `_scheduled` heap,
+    /// as a new list (a sorted list is a heap too).
+    fn _scheduled_timers(&self, py: Python<'_>) -> Vec<Py<TimerHandle>> {
+        self.state(py).timers.sorted(py)
+    }
+
     /// How many callbacks wait in the ready queue, and how many timers in the heap.
     fn _queue_sizes(&self, py: Python<'_>) -> (usize, usize) {
         let st = self.state(py);

@@ -214,4 +214,11 @@ impl TimerHeap {
     pub fn iter(&self) -> impl Iterator<Item = &Py<TimerHandle>> {
         self.heap.iter().map(|e| &e.handle)
     }
+
+    /// The timers in the order they will run (cancelled ones not yet purged included).
+    pub fn sorted(&self, py: Python<'_>) -> Vec<Py<TimerHandle>> {
+        let mut entries: Vec<&Entry> = self.heap.iter().collect();
+        entries.sort_by_key(|e| (e.key, e.handle.get().seq()));
+        entries.into_iter().map(|e| e.handle.clone_ref(py)).collect()
+    }
 }

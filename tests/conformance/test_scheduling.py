@@ -685,3 +685,32 @@ def test_a_subclass_clock_drives_the_timers(loop_type):
         assert loop.run_until_complete(main()) == ["hour"]
     finally:
         loop.close()
+
+
+def test_scheduled_lists_pending_timers_for_fast_forward_helpers(loop):
+    # Test helpers (zeroconf's, Home Assistant's) fast-forward time by walking `loop._scheduled`
+    # and running the due timers with `_run()` then `cancel()`.
+    fired = []
+
+    async def main():
+        cancelled = loop.call_later(50, fired.append, "cancelled")
+        late = loop.call_later(3600, fired.append, "late")
+        soon = loop.call_later(60, fired.append, "soon")
+        cancelled.cancel()
+        pending = [h for h in loop._scheduled if not h.cancelled()]
+        assert sorted(pending, key=lambda h: h.when()) == [soon, late]
+        # A heap: the first is the earliest (here the cancelled one, not purged yet on either loop).
+        assert loop._scheduled[0].when() == min(h.when() for h in loop._scheduled)
+        assert all(isinstance(h, asyncio.TimerHandle) for h in loop._scheduled)
+        horizon = loop.time() + 120
+        for h in list(loop._scheduled):
+            if not h.cancelled() and h.when() <= horizon:
+                h._run()
+                h.cancel()
+        await asyncio.sleep(0)
+        assert fired == ["soon"]
+        assert [h for h in loop._scheduled if not h.cancelled()] == [late]
+        late.cancel()
+
+    loop.run_until_complete(main())
+    assert fired == ["soon"]
