@@ -946,12 +946,6 @@ impl LoopCore {
         self.state(py).timers.sorted(py)
     }
 
-    /// How many callbacks wait in the ready queue, and how many timers in the heap.
-    fn _queue_sizes(&self, py: Python<'_>) -> (usize, usize) {
-        let st = self.state(py);
-        (st.ready.len(), st.timers.len())
-    }
-
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(f) = self.task_factory.try_borrow_in_gc() {
             visit.call(&*f)?;
