@@ -109,6 +109,12 @@ extern "C" {
     fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
 }
 
+/// Whether `obj` is a `contextvars.Context` (the type cannot be subclassed).
+pub fn is_context(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: compares the type pointer of a live object with the Context type's address.
+    unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
+}
+
 /// `context.run(call)`: enter `context`, make the call, always exit.
 ///
 /// Calling PyContext_Enter/Exit directly skips building a bound `run` method and an argument

@@ -359,6 +359,30 @@ impl Handle {
         Ok(format!("<{}>", parts.join(" ")))
     }
 
+    /// After a failed run: a handle whose `context=` was not a `contextvars.Context` (which the
+    /// stdlib accepts) could not be entered, so its callback has not run. It runs now as the
+    /// stdlib runs every callback, `context.run(callback, *args)`, which fails as it does there
+    /// for an object without `run`. Any other failure is `err` as it was. Kept off the path of
+    /// every callback, where the context is entered directly.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn run_in_foreign_context(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
+        let foreign = self.field(py, |f| f.context.as_ref());
+        if foreign.is_none_or(|c| ffi::is_context(c.bind(py))) {
+            return Err(err);
+        }
+        let Some(p) = self.parts(py) else {
+            return Err(err);
+        };
+        let mut items = vec![p.callback.into_bound(py)];
+        items.extend(p.args.to_tuple(py)?.iter());
+        p.context
+            .bind(py)
+            .getattr(intern!(py, "run"))?
+            .call1(PyTuple::new(py, items)?)?;
+        Ok(())
+    }
+
     fn field(&self, py: Python<'_>, pick: impl Fn(&Fields) -> Option<&Py<PyAny>>) -> Option<Py<PyAny>> {
         let f = self.fields.borrow_mut(py);
         pick(&f).map(|o| o.clone_ref(py))
@@ -422,6 +446,9 @@ impl Handle {
             return Ok(());
         };
         let Err(err) = ffi::run_in_context(py, p.context.bind(py), || p.args.call(py, p.callback.bind(py))) else {
+            return Ok(());
+        };
+        let Err(err) = slf.get().run_in_foreign_context(py, err) else {
             return Ok(());
         };
         let running = py

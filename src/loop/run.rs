@@ -286,6 +286,9 @@ fn run_handle(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>) -> PyResult<()> {
 #[inline(never)]
 pub(super) fn callback_failed(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>, err: PyErr) -> PyResult<()> {
     let py = slf.py();
+    let Err(err) = handle.get().run_in_foreign_context(py, err) else {
+        return Ok(());
+    };
     if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
         return Err(err);
     }

@@ -469,3 +469,31 @@ def test_a_fired_handle_kept_by_its_callbacks_owner_does_not_keep_it_alive(loop,
     del owner
     gc.collect()
     assert gone() is None
+
+
+def test_context_argument_is_used_through_its_run_method(loop):
+    # The stdlib runs a handle as `context.run(callback, *args)`: an object with a `run` method
+    # serves as the context, and one without fails when the callback is due, with the
+    # AttributeError of that lookup.
+    calls = []
+    errors = []
+
+    class Recording:
+        def run(self, callback, *args):
+            calls.append(args)
+            return callback(*args)
+
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx["exception"]))
+    manual = loop.call_soon(calls.append, "manual", context=Recording())
+    manual._run()
+    manual.cancel()
+    assert calls == [("manual",), "manual"]
+    calls.clear()
+    loop.call_soon(calls.append, "direct", context=Recording())
+    loop.call_later(0, calls.append, "timer", context=Recording())
+    loop.call_soon(print, "never", context=1)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert calls == [("direct",), "direct", ("timer",), "timer"]
+    [error] = errors
+    assert type(error) is AttributeError
+    assert "'int' object has no attribute 'run'" in str(error)
