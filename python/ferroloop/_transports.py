@@ -41,11 +41,13 @@ _sock_type = _socket.socket.type.__get__
 
 
 def _set_nodelay(sock):
+    # As the stdlib's: only a socket made as TCP explicitly (`proto == IPPROTO_TCP`, as those
+    # from getaddrinfo and their accepted ones are); one from `socket.socket()` has proto 0.
     if isinstance(sock, _socket.socket):
         family, kind = _sock_family(sock), _sock_type(sock)
     else:
         family, kind = sock.family, sock.type
-    if family in _INET_FAMILIES and kind == socket.SOCK_STREAM:
+    if family in _INET_FAMILIES and kind == socket.SOCK_STREAM and sock.proto == socket.IPPROTO_TCP:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:

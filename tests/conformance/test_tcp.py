@@ -444,6 +444,34 @@ def test_create_server_keep_alive(loop, keep_alive):
     loop.run_until_complete(main())
 
 
+def test_nodelay_only_for_sockets_made_as_tcp(loop):
+    # The stdlib sets TCP_NODELAY only when `sock.proto == IPPROTO_TCP`; sockets made with
+    # `socket.socket()` (proto 0), and those they accept, keep Nagle's algorithm.
+    async def main():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        client = socket.socket()
+        client.setblocking(False)
+        await loop.sock_connect(client, listener.getsockname())
+        conn, _ = await loop.sock_accept(listener)
+        listener.close()
+        accepted, _ = await loop.connect_accepted_socket(asyncio.Protocol, conn)
+        connected, _ = await loop.create_connection(asyncio.Protocol, sock=client)
+        try:
+            for transport in (accepted, connected):
+                sock = transport.get_extra_info("socket")
+                assert sock.proto == 0
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        finally:
+            accepted.close()
+            connected.close()
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+
+
 def test_accepted_connection_sets_nodelay(loop):
     async def main():
         protos, make = _factory()
