@@ -39,17 +39,23 @@ pub fn runtime(msg: &'static str) -> PyErr {
     PyRuntimeError::new_err(msg)
 }
 
-/// An error made here, given the traceback it would have had the Python code running now raised
-/// and caught it: one entry for the current frame. The stdlib's transports catch the socket
-/// errors they hand to `_fatal_error` in their own frames, so those errors carry a traceback
-/// (which loggers print, and which keeps those frames, and what they hold, alive with the
-/// error). An error that already has a traceback, or one made with no Python frame running, is
-/// left as it is.
+/// Calls `report` with `err` as the stdlib's transports hand the errors they catch to
+/// `_fatal_error`, from inside the `except` block that caught them:
+///
+/// - an error made here gets the traceback it would have had if the Python code running now had
+///   raised and caught it: one entry for the current frame (which loggers print, and which keeps
+///   that frame, and what it holds, alive with the error). An error that already has a
+///   traceback, or one made with no Python frame running, is left as it is;
+/// - while `report` runs, the error is the exception being handled (`sys.exc_info()`), which
+///   `logging.exception` and `exc_info=True` in a handler or in `_fatal_error`'s log read.
 #[cold]
 #[inline(never)]
-pub fn caught_here(py: Python<'_>, err: PyErr) -> PyErr {
-    if err.traceback(py).is_some() {
-        return err;
-    }
-    ffi::with_traceback_here(py, err)
+pub fn report_caught<R>(py: Python<'_>, err: PyErr, report: impl FnOnce(&Bound<'_, PyAny>) -> R) -> R {
+    let err = if err.traceback(py).is_some() {
+        err
+    } else {
+        ffi::with_traceback_here(py, err)
+    };
+    let exc = err.value(py);
+    ffi::while_handling(exc, || report(exc))
 }

@@ -69,16 +69,40 @@ pub fn bytearray_extend(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResul
     Ok(())
 }
 
+/// The two `_ssl` types whose C methods are lent views of memory the crate owns: `MemoryBIO`
+/// (`ssl.MemoryBIO`) and `_SSLSocket` (what `SSLObject` wraps).
+struct SslTypes {
+    memory_bio: Py<PyType>,
+    ssl_socket: Py<PyType>,
+}
+
+fn ssl_types(py: Python<'_>) -> PyResult<&'static SslTypes> {
+    static TYPES: PyOnceLock<SslTypes> = PyOnceLock::new();
+    TYPES.get_or_try_init(py, || {
+        let ssl = py.import("_ssl")?;
+        Ok(SslTypes {
+            memory_bio: ssl.getattr("MemoryBIO")?.cast_into::<PyType>()?.unbind(),
+            ssl_socket: ssl.getattr("_SSLSocket")?.cast_into::<PyType>()?.unbind(),
+        })
+    })
+}
+
+/// Whether `obj` is exactly an `ssl.MemoryBIO`.
+pub fn is_memory_bio(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(obj.get_type().is(ssl_types(obj.py())?.memory_bio.bind(obj.py())))
+}
+
+/// Whether `obj` is exactly an `_ssl._SSLSocket`.
+pub fn is_ssl_socket(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(obj.get_type().is(ssl_types(obj.py())?.ssl_socket.bind(obj.py())))
+}
+
 /// `bio.write(data)` when `bio` is exactly an `ssl.MemoryBIO`, given a view of `data` rather than
 /// a copy: `MemoryBIO.write` (C code; the type cannot be changed) copies what it is given and
 /// keeps no reference to it. `None`, having done nothing, when `bio` is anything else.
 pub fn memory_bio_write<'py>(bio: &Bound<'py, PyAny>, data: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
-    static MEMORY_BIO: PyOnceLock<Py<PyType>> = PyOnceLock::new();
     let py = bio.py();
-    let ty = MEMORY_BIO.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("_ssl")?.getattr("MemoryBIO")?.cast_into::<PyType>()?.unbind())
-    })?;
-    if !bio.get_type().is(ty.bind(py)) {
+    if !is_memory_bio(bio)? {
         return Ok(None);
     }
     let len = ffi::Py_ssize_t::try_from(data.len())?;

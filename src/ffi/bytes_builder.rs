@@ -16,8 +16,7 @@ use std::mem::MaybeUninit;
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyType};
+use pyo3::types::PyBytes;
 
 pub struct BytesBuilder<'py> {
     py: Python<'py>,
@@ -96,17 +95,8 @@ impl<'py> BytesBuilder<'py> {
     /// makes no view of it that could outlive the call, so nothing reaches the object's storage
     /// afterwards.
     pub fn ssl_read(&mut self, sslobj: &Bound<'py, PyAny>, want: usize) -> PyResult<usize> {
-        static SSL_SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         let py = self.py;
-        let ty = SSL_SOCKET.get_or_try_init(py, || {
-            Ok::<_, PyErr>(
-                py.import("_ssl")?
-                    .getattr("_SSLSocket")?
-                    .cast_into::<PyType>()?
-                    .unbind(),
-            )
-        })?;
-        if !sslobj.get_type().is(ty.bind(py)) {
+        if !super::is_ssl_socket(sslobj)? {
             return Err(PyTypeError::new_err("expected an _ssl._SSLSocket"));
         }
         if self.obj.is_null() {

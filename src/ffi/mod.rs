@@ -12,7 +12,9 @@ pub mod freelist;
 mod gil_cell;
 mod layout;
 
-pub use buffer::{bytearray_extend, memory_bio_write, type_version_tag, with_bytes, with_writable};
+pub use buffer::{
+    bytearray_extend, is_memory_bio, is_ssl_socket, memory_bio_write, type_version_tag, with_bytes, with_writable,
+};
 pub use bytes_builder::BytesBuilder;
 
 pub use gil_cell::{GilCell, GilRefMut};

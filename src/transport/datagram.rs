@@ -181,9 +181,7 @@ impl DatagramCore {
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
-        let err = errors::caught_here(py, err);
-        let exc = err.value(py);
-        ffi::while_handling(exc, || {
+        errors::report_caught(py, err, |exc| {
             Self::call_transport(slf, intern!(py, "_fatal_error"), (exc, message))
         })
     }

@@ -241,9 +241,7 @@ impl StreamCore {
             return Err(err);
         }
         if let Some(transport) = slf.get().transport(py) {
-            let err = errors::caught_here(py, err);
-            let exc = err.value(py);
-            ffi::while_handling(exc, || {
+            errors::report_caught(py, err, |exc| {
                 transport.call_method1(py, intern!(py, "_fatal_error"), (exc, message))
             })?;
         }

@@ -21,7 +21,7 @@ use pyo3::{intern, PyTraverseError};
 use super::gate::ReadGate;
 use super::wbuf::{self, WriteBuffer};
 use super::{MAX_READ, READ_BUF};
-use crate::ffi::{self, GilCell};
+use crate::ffi::GilCell;
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
 
@@ -61,6 +61,14 @@ fn call_transport<'py>(
         transport.bind(py).call_method1(method, args)?;
     }
     Ok(())
+}
+
+/// `transport._fatal_error(err, message)`, as the stdlib's pipe transports call it for an error
+/// they caught (see `errors::report_caught`).
+fn fatal_error(py: Python<'_>, transport: Option<Py<PyAny>>, err: PyErr, message: &str) -> PyResult<()> {
+    errors::report_caught(py, err, |exc| {
+        call_transport(py, transport, intern!(py, "_fatal_error"), (exc, message))
+    })
 }
 
 struct ReadState {
@@ -145,18 +153,7 @@ impl ReadPipeCore {
             }
             Ok(_) => call_transport(py, transport, intern!(py, "_read_eof"), ()),
             Err(e) if sys::net::would_block(&e) => Ok(()),
-            Err(e) => {
-                let err = errors::caught_here(py, errors::os_error(e));
-                let exc = err.value(py);
-                ffi::while_handling(exc, || {
-                    call_transport(
-                        py,
-                        transport,
-                        intern!(py, "_fatal_error"),
-                        (exc, "Fatal read error on pipe transport"),
-                    )
-                })
-            }
+            Err(e) => fatal_error(py, transport, errors::os_error(e), "Fatal read error on pipe transport"),
         }
     }
 
@@ -298,17 +295,7 @@ impl WritePipeCore {
     #[inline(never)]
     fn fatal(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
-        let transport = slf.get().transport(py);
-        let err = errors::caught_here(py, err);
-        let exc = err.value(py);
-        ffi::while_handling(exc, || {
-            call_transport(
-                py,
-                transport,
-                intern!(py, "_fatal_error"),
-                (exc, "Fatal write error on pipe transport"),
-            )
-        })
+        fatal_error(py, slf.get().transport(py), err, "Fatal write error on pipe transport")
     }
 
     /// `write()` of the bytes of an already checked object (`shared`: the `bytes` object they

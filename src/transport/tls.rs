@@ -43,8 +43,6 @@ struct Known {
     wrapped: Py<PyAny>,
     again: Py<PyAny>,
     ssl_object: Py<PyAny>,
-    ssl_socket: Py<PyAny>,
-    memory_bio: Py<PyAny>,
 }
 
 fn known(py: Python<'_>) -> PyResult<&'static Known> {
@@ -56,8 +54,6 @@ fn known(py: Python<'_>) -> PyResult<&'static Known> {
             wrapped: sslproto.getattr("SSLProtocolState")?.getattr("WRAPPED")?.unbind(),
             again: sslproto.getattr("SSLAgainErrors")?.unbind(),
             ssl_object: ssl.getattr("SSLObject")?.unbind(),
-            ssl_socket: py.import("_ssl")?.getattr("_SSLSocket")?.unbind(),
-            memory_bio: ssl.getattr("MemoryBIO")?.unbind(),
         })
     })
 }
@@ -196,15 +192,17 @@ impl TlsCore {
                 } else {
                     value.clone()
                 });
-                let ssl_socket = known(py)?.ssl_socket.bind(py);
-                native = extra_ssl.as_ref().is_some_and(|ssl| ssl.get_type().is(ssl_socket));
+                native = match &extra_ssl {
+                    Some(ssl) => ffi::is_ssl_socket(ssl)?,
+                    None => false,
+                };
                 if core.max_size.load(Ordering::Relaxed) == 0 {
                     let max: isize = slf.getattr(intern!(py, "max_size"))?.extract().unwrap_or(0);
                     let max = usize::try_from(max).unwrap_or(0);
                     core.max_size.store(max, Ordering::Relaxed);
                 }
             }
-            INCOMING => is_bio = value.get_type().is(known(py)?.memory_bio.bind(py)),
+            INCOMING => is_bio = ffi::is_memory_bio(value)?,
             _ => {}
         }
         let old = {
@@ -252,9 +250,7 @@ impl TlsCore {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
         }
-        let err = errors::caught_here(py, err);
-        let exc = err.value(py);
-        ffi::while_handling(exc, || {
+        errors::report_caught(py, err, |exc| {
             slf.call_method1(intern!(py, "_fatal_error"), (exc, FATAL)).map(drop)
         })
     }
