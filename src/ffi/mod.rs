@@ -166,6 +166,22 @@ pub fn solely_owned<T>(py: Python<'_>, obj: &Py<T>) -> bool {
     ref_count(py, obj) == 1
 }
 
+/// Whether another thread of this interpreter has a Python thread state: one that may be waiting
+/// for the GIL, now or at any moment (a thread takes its state before it asks for the GIL).
+/// Only this thread's own state is read through; the list's head is compared, not followed.
+#[inline]
+pub fn other_threads(_py: Python<'_>) -> bool {
+    // SAFETY: the GIL is held, so this thread's state is current and alive. The head of the
+    // interpreter's thread list and our own `next` link are read as pointer values only (another
+    // thread adding or removing its state changes them under the runtime's lock); neither is
+    // dereferenced here.
+    unsafe {
+        let me = ffi::PyThreadState_Get();
+        let head = ffi::PyInterpreterState_ThreadHead(ffi::PyThreadState_GetInterpreter(me));
+        head != me || !ffi::PyThreadState_Next(me).is_null()
+    }
+}
+
 /// A GIL token inside the collector's traversal, which runs with the GIL held but passes none.
 /// Only for pointer-level work (upcasts, reading fields); no Python API calls.
 #[inline]

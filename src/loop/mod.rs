@@ -101,6 +101,8 @@ pub(crate) struct State {
     pub sleeping: bool,
     /// Readers to run as if the next poll reported their fd readable (see `requeue_reader`).
     pub requeued: Vec<(RawFd, Py<Handle>)>,
+    /// When a turn that cannot block lets go of the GIL for other threads (see `poll`).
+    pub sharing: run::GilSharing,
 }
 
 pub(crate) struct Os {
@@ -739,6 +741,7 @@ impl LoopCore {
                 os: Some(os),
                 sleeping: false,
                 requeued: Vec::new(),
+                sharing: run::GilSharing::default(),
             }),
             poller: Mutex::new(Some(poller)),
             batch: GilCell::new(VecDeque::with_capacity(1024)),

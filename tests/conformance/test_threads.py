@@ -2,6 +2,8 @@
 
 import asyncio
 import concurrent.futures
+import os
+import socket
 import threading
 import time
 
@@ -234,3 +236,54 @@ def test_threadsafe_before_run(loop, n):
     loop.stop()
     loop.run_forever()
     assert calls == list(range(n))
+
+
+@pytest.mark.parametrize("with_fd", [False, True], ids=["no-fd", "fd"])
+def test_thread_gets_the_gil_while_the_loop_stays_busy(loop, with_fd):
+    # A busy loop (its ready queue never empty) whose callbacks let go of the GIL briefly every
+    # millisecond, as a log handler's write does. A thread that sleeps and then wants the GIL
+    # back must get it while the loop is still busy, as on the stdlib's loop, which lets go of
+    # the GIL on every turn. Handing the GIL back only to the loop's thread each time restarts
+    # the interpreter's switch interval for the waiting thread: it could wait for as long as the
+    # loop stayed busy (the cap here).
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    if with_fd:
+        other_r, other_w = socket.socketpair()
+        loop.add_reader(other_r, other_r.recv, 100)
+
+    def job():
+        time.sleep(0.001)
+        return threading.get_ident()
+
+    async def busy_until(fut, cap):
+        end = time.monotonic() + cap
+        last = 0.0
+        while not fut.done() and time.monotonic() < end:
+            await asyncio.sleep(0)
+            now = time.monotonic()
+            if now - last > 0.001:
+                os.write(w, b"log line\n")
+                os.read(r, 4096)
+                last = now
+        return fut.done()
+
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            await loop.run_in_executor(pool, job)  # the worker thread exists from here on
+            done_while_busy = []
+            for _ in range(3):
+                fut = loop.run_in_executor(pool, job)
+                done_while_busy.append(await busy_until(fut, cap=2.0))
+                assert await fut != threading.get_ident()
+            return done_while_busy
+
+    try:
+        assert loop.run_until_complete(main()) == [True, True, True]
+    finally:
+        os.close(r)
+        os.close(w)
+        if with_fd:
+            loop.remove_reader(other_r)
+            other_r.close()
+            other_w.close()
