@@ -367,19 +367,16 @@ impl Handle {
     #[cold]
     #[inline(never)]
     pub(crate) fn run_in_foreign_context(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
-        let foreign = self.field(py, |f| f.context.as_ref());
-        if foreign.is_none_or(|c| ffi::is_context(c.bind(py))) {
-            return Err(err);
-        }
         let Some(p) = self.parts(py) else {
             return Err(err);
         };
+        let context = p.context.bind(py);
+        if ffi::is_context(context) {
+            return Err(err);
+        }
         let mut items = vec![p.callback.into_bound(py)];
         items.extend(p.args.to_tuple(py)?.iter());
-        p.context
-            .bind(py)
-            .getattr(intern!(py, "run"))?
-            .call1(PyTuple::new(py, items)?)?;
+        context.call_method1(intern!(py, "run"), PyTuple::new(py, items)?)?;
         Ok(())
     }
 

@@ -26,7 +26,7 @@ use crate::{errors, ffi, sys};
 /// often (seconds): about as often as the stdlib's loop does, each turn, when its turns are not
 /// trivially short. Measured with a thread blocked in a 1 ms sleep, then wanting the GIL back
 /// while the loop ran `sleep(0)` steps: it had it within ~0.3 ms at 2 us, as on the stdlib's
-/// loop, and after up to ~5 ms at 10 us.
+/// loop, and after up to ~6 ms at 10 us (18 ms for a thread woken by a socket).
 const LET_GO_GAP: f64 = 2e-6;
 
 /// How many turns go by between two looks at whether other Python threads exist (a new thread
