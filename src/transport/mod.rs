@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::Interest;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyBufferError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
@@ -101,6 +101,15 @@ pub(crate) fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
         "data argument must be a bytes-like object, not {}",
         data.get_type().name()?.repr()?
     )))
+}
+
+/// The stdlib's `if not data:` on a memoryview: a 0-dim view has no length (`TypeError`), a
+/// released one is refused (`ValueError`).
+pub(crate) fn check_has_length(data: &Bound<'_, PyAny>) -> PyResult<()> {
+    if data.is_instance_of::<PyMemoryView>() {
+        data.len()?;
+    }
+    Ok(())
 }
 
 /// Logs, on asyncio's logger, that a write to a lost connection was dropped (the stdlib logs it
@@ -353,7 +362,15 @@ impl StreamCore {
             sys::net::recv(core.fd, bytes)
         }) {
             Ok(got) => got,
-            Err(e) => return Self::fatal(slf, e, READ_FAILED),
+            // Not a writable contiguous buffer: refused as the stdlib's `sock.recv_into(buf)`
+            // refuses it.
+            Err(_) => {
+                let err = PyTypeError::new_err(format!(
+                    "recv_into() argument 1 must be read-write bytes-like object, not {}",
+                    buf.get_type().name()?
+                ));
+                return Self::fatal(slf, err, READ_FAILED);
+            }
         };
         drop(buf);
         let Some(n) = Self::received(slf, got)? else {
@@ -584,6 +601,7 @@ impl StreamCore {
         check_bytes_like(data)?;
         let core = slf.get();
         Self::check_writable(&core.st.borrow_mut(py), "write")?;
+        check_has_length(data)?;
         let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
             // Not a contiguous buffer: the stdlib takes it and fails to send it, which is fatal.
@@ -604,14 +622,28 @@ impl StreamCore {
             return Ok(());
         }
         let mut joined = Vec::new();
+        // A piece that is a buffer but cannot be read whole (a non-contiguous view): the stdlib
+        // takes it and fails to send it, which is fatal, once every piece proved to be a buffer.
+        let mut unreadable = None;
         for item in list_of_data.try_iter()? {
             let item = item?;
-            ffi::with_bytes(&item, |bytes| {
+            match ffi::with_bytes(&item, |bytes| {
                 joined
                     .try_reserve(bytes.len())
                     .map(|()| joined.extend_from_slice(bytes))
-            })?
-            .map_err(|_| PyMemoryError::new_err("cannot join the data to write"))?;
+            }) {
+                Ok(pushed) => pushed.map_err(|_| PyMemoryError::new_err("cannot join the data to write"))?,
+                Err(e) if e.is_instance_of::<PyBufferError>(py) => {
+                    unreadable.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = unreadable {
+            if core.st.borrow_mut(py).conn_lost > 0 {
+                return Ok(());
+            }
+            return Self::fatal(slf, e, "Fatal write error on socket transport");
         }
         let outcome = core.write_bytes(py, &joined, None);
         Self::after_write(slf, outcome)

@@ -361,6 +361,7 @@ impl WritePipeCore {
             // The stdlib asserts this.
             return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
+        super::check_has_length(data)?;
         let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
             // A buffer that cannot be read whole (a non-contiguous view), as the stdlib fails

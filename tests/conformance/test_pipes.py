@@ -376,6 +376,23 @@ def test_write_pipe_non_contiguous_buffer_is_a_fatal_error(loop, pipe, handler_c
     assert [c["message"] for c in handler_calls] == ["Fatal write error on pipe transport"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's memoryview gives a 0-dim view a length")
+def test_write_pipe_0_dim_memoryview_is_refused(loop, pipe):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        with pytest.raises(TypeError, match="0-dim"):
+            transport.write(memoryview(b"abcd").cast("i", shape=[]))
+        assert not transport.is_closing()
+        transport.write(b"end")
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+    assert rfile.read() == b"end"
+
+
 class _PipeWithClosedFd:
     """A pipe object whose descriptor is not open: the transport takes it, then fails to start."""
 

@@ -129,6 +129,47 @@ def test_write_of_a_non_contiguous_buffer_is_a_fatal_error(loop, handler_calls):
     loop.run_until_complete(main())
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's memoryview gives a 0-dim view a length")
+def test_write_of_a_0_dim_memoryview_is_refused(loop):
+    # The stdlib's `if not data:` asks the view for its length, which a 0-dim view has not.
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            scalar = memoryview(b"abcd").cast("i", shape=[])
+            with pytest.raises(TypeError, match="0-dim"):
+                transport.write(scalar)
+            assert not transport.is_closing()
+            transport.write(b"end")
+            transport.close()
+            assert await recv_until_eof(loop, peer) == b"end"
+
+    loop.run_until_complete(main())
+
+
+def test_writelines_of_a_non_contiguous_buffer(loop, handler_calls):
+    # 3.11 joins the pieces first, which refuses the view; 3.12+ takes it and fails to send it.
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            pieces = [b"abc", memoryview(b"abcdef")[::2]]
+            if sys.version_info < (3, 12):
+                with pytest.raises(TypeError):
+                    transport.writelines(pieces)
+                assert not transport.is_closing()
+                transport.close()
+                assert await recv_until_eof(loop, peer) == b""
+                assert handler_calls == []
+                return
+            transport.writelines(pieces)
+            assert transport.is_closing()
+            await wait(proto.lost)
+            assert isinstance(proto.lost_exc, BufferError)
+            assert [ctx["message"] for ctx in handler_calls] == ["Fatal write error on socket transport"]
+            assert await recv_until_eof(loop, peer) == b""
+
+    loop.run_until_complete(main())
+
+
 def test_writelines_of_nothing(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
@@ -550,6 +591,31 @@ def test_buffered_protocol_empty_buffer_is_fatal(loop, handler_calls):
             assert isinstance(exc, RuntimeError)
             assert transport.is_closing()
             assert [c.get("exception") for c in handler_calls] == [exc]
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.allow_exception_handler_calls
+@pytest.mark.parametrize("buffer", [b"0123456789", memoryview(bytearray(20))[::2]], ids=["bytes", "strided"])
+def test_buffered_protocol_unwritable_buffer_is_fatal(loop, handler_calls, buffer):
+    # Refused as `sock.recv_into(buffer)` refuses it.
+    class Unwritable(Buffered):
+        def get_buffer(self, sizehint):
+            return buffer
+
+    async def main():
+        transport, proto, peer = await transport_pair(loop, Unwritable)
+        with peer:
+            await loop.sock_sendall(peer, b"data")
+            exc = await wait(proto.lost)
+            assert isinstance(exc, TypeError)
+            assert str(exc) == (
+                f"recv_into() argument 1 must be read-write bytes-like object, not {type(buffer).__name__}"
+            )
+            assert transport.is_closing()
+            assert [(c["message"], c.get("exception")) for c in handler_calls] == [
+                ("Fatal read error on socket transport", exc)
+            ]
 
     loop.run_until_complete(main())
 
