@@ -2,7 +2,7 @@
 //! contexts (entering one around a call, copying and comparing them), the GIL-guarded cell the
 //! loop keeps its state in, vectorcall entry points, free lists and hand-made handle objects,
 //! borrowed buffers and `bytes` filled in place, and a few calls PyO3 does not wrap (tracebacks,
-//! filesystem decoding, type version tags). Each `unsafe` block states why it holds.
+//! filesystem decoding, type version tags, method lookups). Each `unsafe` block states why it holds.
 
 mod buffer;
 mod bytes_builder;
@@ -229,4 +229,43 @@ pub fn call_kw<'py>(
         );
         Bound::from_owned_ptr_or_err(py, result)
     }
+}
+
+/// CPython's method lookup without a bound method: `1` and the type's function when `name` is a
+/// method of the type that the instance does not shadow, `0` and the attribute otherwise (a new
+/// reference either way), or `0` and NULL with an exception set. Private, but exported by every
+/// supported version; looked up when first needed rather than linked, so that a Python without
+/// it still imports the module.
+type GetMethod =
+    unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut *mut ffi::PyObject) -> std::os::raw::c_int;
+
+fn get_method(py: Python<'_>) -> Option<GetMethod> {
+    static GET_METHOD: pyo3::sync::PyOnceLock<Option<usize>> = pyo3::sync::PyOnceLock::new();
+    let address = *GET_METHOD.get_or_init(py, || {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only searches the loaded
+        // objects; it returns NULL when the symbol is absent.
+        let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_PyObject_GetMethod".as_ptr()) };
+        (!found.is_null()).then_some(found as usize)
+    });
+    // SAFETY: the address is that of `_PyObject_GetMethod`, whose signature `GetMethod` is.
+    address.map(|a| unsafe { std::mem::transmute::<usize, GetMethod>(a) })
+}
+
+/// Whether `obj.name` may not be its type's method `name`: set on the instance (as
+/// `mock.patch.object` does), which shadows the method. Looking it up costs no bound method
+/// (reading the instance dict instead would make CPython give the object a real dict and slow
+/// every later attribute access to it). Without the lookup function, always true: callers then
+/// take their general path.
+pub fn shadowed_on_instance(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<bool> {
+    let py = obj.py();
+    let Some(lookup) = get_method(py) else {
+        return Ok(true);
+    };
+    let mut found = std::ptr::null_mut();
+    // SAFETY: the GIL is held; `obj` and `name` are live; `found` receives a new reference or
+    // NULL with an exception set.
+    let is_method = unsafe { lookup(obj.as_ptr(), name.as_ptr(), &mut found) };
+    // SAFETY: a new reference or NULL, as above.
+    unsafe { Bound::from_owned_ptr_or_err(py, found)? };
+    Ok(is_method == 0)
 }

@@ -519,18 +519,27 @@ impl StreamCore {
             }
         };
         let protocol = protocol.bind(py);
-        match reads {
-            Reads::Buffered => {
-                if let Ok(tls) = protocol.cast::<TlsCore>() {
-                    if TlsCore::read_from_stream(tls, slf)? {
-                        return Ok(());
-                    }
-                }
-                Self::read_into_buffer(slf, protocol)
-            }
+        let result = match reads {
+            Reads::Buffered => match protocol.cast::<TlsCore>() {
+                Ok(tls) => match TlsCore::read_from_stream(tls, slf) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Self::read_into_buffer(slf, protocol),
+                    Err(e) => Err(e),
+                },
+                Err(_) => Self::read_into_buffer(slf, protocol),
+            },
             Reads::FeedsReader => Self::read_into_reader(slf, protocol),
             Reads::Data => Self::read_into_protocol(slf, protocol),
+        };
+        if let Err(e) = &result {
+            // Ctrl-C (or `SystemExit`) in a protocol callback leaves the loop. What the socket
+            // still holds, or its EOF, gets no new edge: read again when the loop runs next, as
+            // the stdlib's level-triggered selector reports the fd again.
+            if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
+                slf.get().event_loop.get().requeue_reader(py, slf.get().fd);
+            }
         }
+        result
     }
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {

@@ -4,8 +4,9 @@
 //! transport; every read then runs `data_received`, the `_stream_reader` property, `feed_data`
 //! and `_wakeup_waiter`: four Python frames to append bytes to a bytearray and wake a future.
 //! When the protocol is exactly that class (`is_stream_protocol`) and those methods are the
-//! stdlib's (`stdlib_classes`), this does the same steps here, in the same order, and appends
-//! straight from the read buffer (no intermediate bytes object).
+//! stdlib's (`stdlib_classes`), and neither instance replaces `data_received` or `feed_data`,
+//! this does the same steps here, in the same order, and appends straight from the read buffer
+//! (no intermediate bytes object).
 //!
 //! Whatever falls outside the plain state (no reader, a reader of another class, a reader at
 //! EOF, whose `feed_data` asserts, or a buffer that is not a bytearray) goes to the protocol's
@@ -100,6 +101,13 @@ pub(super) fn plain_reader<'py>(
     }
     let reader = weak.call0()?;
     if !reader.get_type().is(reader_type) || reader.getattr(intern!(py, "_eof"))?.is_truthy()? {
+        return Ok(None);
+    }
+    // A public method replaced on the instance (`mock.patch.object(reader, "feed_data")`) is
+    // called. (Private ones are trusted to be the class's, as `after_append` trusts the fields.)
+    if ffi::shadowed_on_instance(protocol, intern!(py, "data_received"))?
+        || ffi::shadowed_on_instance(&reader, intern!(py, "feed_data"))?
+    {
         return Ok(None);
     }
     let Ok(buffer) = reader.getattr(intern!(py, "_buffer"))?.cast_into_exact::<PyByteArray>() else {

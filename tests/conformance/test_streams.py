@@ -338,3 +338,37 @@ def test_reader_subclass_and_patched_feed_data_are_called(loop, monkeypatch):
     assert b"".join(data for kind, data in fed if kind == "subclass") == b"one"
     # Both ends read through the patched method: the echo server, then the client.
     assert b"".join(data for kind, data in fed if kind == "patched") == b"twotwo"
+
+
+@pytest.mark.parametrize("replaced", ["reader.feed_data", "protocol.data_received"])
+def test_read_method_replaced_on_the_instance_is_called(loop, replaced):
+    # As `mock.patch.object(reader, "feed_data")` does: the replacement sees every read.
+    async def main():
+        async def handler(reader, writer):
+            await reader.readline()  # once the client has replaced the method
+            writer.write(b"one\n")
+            await writer.drain()
+            await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            seen = []
+            owner = reader if replaced == "reader.feed_data" else writer.transport.get_protocol()
+            name = replaced.split(".")[1]
+            original = getattr(owner, name)
+
+            def spy(data):
+                seen.append(bytes(data))
+                original(data)
+
+            setattr(owner, name, spy)
+            writer.write(b"go\n")
+            assert await wait(reader.readline()) == b"one\n"
+            assert seen == [b"one\n"]
+            delattr(owner, name)
+            writer.close()
+            await writer.wait_closed()
+
+    loop.run_until_complete(main())

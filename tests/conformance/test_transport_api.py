@@ -747,3 +747,50 @@ def test_writes_after_the_connection_is_lost_are_dropped_and_logged(loop, caplog
             assert await wait(recv_until_eof(loop, peer)) == b""
 
     loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("where", ["get_buffer", "data_received", "eof_received"])
+def test_keyboard_interrupt_in_a_read_callback_leaves_the_rest_readable(loop, where):
+    # Ctrl-C arriving while a protocol reads leaves the loop; when the loop runs again, what the
+    # socket still holds (or its EOF) is read, as the stdlib's selector reports the fd again.
+    events = []
+
+    class Interrupted(asyncio.BufferedProtocol):
+        raised = False
+
+        def interrupt_once(self, at):
+            if where == at and not self.raised:
+                self.raised = True
+                raise KeyboardInterrupt
+
+        def get_buffer(self, sizehint):
+            self.interrupt_once("get_buffer")
+            self.buf = bytearray(64 * 1024)
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            events.append(bytes(self.buf[:nbytes]))
+            self.interrupt_once("data_received")
+
+        def eof_received(self):
+            events.append("eof")
+            self.interrupt_once("eof_received")
+
+        def connection_lost(self, exc):
+            events.append("lost")
+
+    transport, proto, peer = loop.run_until_complete(transport_pair(loop, Interrupted))
+    with peer:
+        peer.sendall(b"hello")
+        peer.shutdown(socket.SHUT_WR)
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.sleep(5))
+        loop.run_until_complete(asyncio.sleep(0.05))
+    expected = {
+        "get_buffer": [b"hello", "eof", "lost"],
+        # The bytes went to the protocol before the interrupt; what follows is the EOF.
+        "data_received": [b"hello", "eof", "lost"],
+        # EOF is reported again: eof_received() runs a second time, then the transport closes.
+        "eof_received": [b"hello", "eof", "eof", "lost"],
+    }
+    assert events == expected[where]
