@@ -103,13 +103,11 @@ pub(crate) fn check_bytes_like(data: &Bound<'_, PyAny>) -> PyResult<()> {
     )))
 }
 
-/// The stdlib's `if not data:` on a memoryview: a 0-dim view has no length (`TypeError`), a
-/// released one is refused (`ValueError`).
-pub(crate) fn check_has_length(data: &Bound<'_, PyAny>) -> PyResult<()> {
-    if data.is_instance_of::<PyMemoryView>() {
-        data.len()?;
-    }
-    Ok(())
+/// The stdlib's `if not data: return` on a memoryview: true for an empty view (even one that
+/// is not contiguous); a 0-dim view has no length (`TypeError`), a released one is refused
+/// (`ValueError`).
+pub(crate) fn is_empty_view(data: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(data.is_instance_of::<PyMemoryView>() && data.len()? == 0)
 }
 
 /// Logs, on asyncio's logger, that a write to a lost connection was dropped (the stdlib logs it
@@ -610,7 +608,9 @@ impl StreamCore {
         check_bytes_like(data)?;
         let core = slf.get();
         Self::check_writable(&core.st.borrow_mut(py), "write")?;
-        check_has_length(data)?;
+        if is_empty_view(data)? {
+            return Ok(());
+        }
         let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
             // Not a contiguous buffer: the stdlib takes it and fails to send it, which is fatal.

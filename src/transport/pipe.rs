@@ -361,7 +361,9 @@ impl WritePipeCore {
             // The stdlib asserts this.
             return Err(PyAssertionError::new_err(data.repr()?.unbind()));
         }
-        super::check_has_length(data)?;
+        if super::is_empty_view(data)? {
+            return Ok(());
+        }
         let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
             // A buffer that cannot be read whole (a non-contiguous view), as the stdlib fails

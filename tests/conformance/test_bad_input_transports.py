@@ -54,6 +54,7 @@ BAD = {
     "unhashable": Unhashable(),
     # A buffer that cannot be read whole: refused, or accepted and then fatal, as the stdlib does.
     "strided": memoryview(b"abcdef")[::2],
+    "empty_strided": memoryview(b"")[::2],
     "list_of_strided": [b"x", memoryview(b"abcdef")[::2]],
 }
 if sys.version_info >= (3, 12):
