@@ -179,7 +179,7 @@ impl LoopCore {
     }
 
     #[inline]
-    fn check_closed(&self) -> PyResult<()> {
+    pub(crate) fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Relaxed) {
             Err(errors::loop_closed())
         } else {

@@ -440,6 +440,11 @@ impl StreamCore {
             WriteOutcome::Failed(e) => Self::fatal(slf, errors::os_error(e), "Fatal write error on socket transport"),
             WriteOutcome::Buffered { pause, register } => {
                 if register {
+                    if let Err(e) = slf.get().event_loop.get().check_closed() {
+                        // The stdlib fails to watch the fd before it buffers the rest.
+                        slf.get().st.borrow_mut(py).wbuf.clear();
+                        return Err(e);
+                    }
                     Self::sync_registration(slf)?;
                 }
                 if pause {

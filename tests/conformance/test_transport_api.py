@@ -2,8 +2,10 @@
 extra info, protocol switching, BufferedProtocol and half-close."""
 
 import asyncio
+import gc
 import socket
 import sys
+import warnings
 
 import pytest
 from _netutil import Recorder, accept, payload, recv_exactly, recv_until_eof, shrink_buffers, wait
@@ -794,3 +796,30 @@ def test_keyboard_interrupt_in_a_read_callback_leaves_the_rest_readable(loop, wh
         "eof_received": [b"hello", "eof", "eof", "lost"],
     }
     assert events == expected[where]
+
+
+def test_write_after_the_loop_closed(loop):
+    # What the socket takes at once is sent; what would have to wait for the loop fails as
+    # watching the fd fails, and nothing is kept.
+    transport, proto, peer = loop.run_until_complete(transport_pair(loop))
+    with peer:
+        loop.close()
+        transport.write(b"small")
+        assert recv_blocking(peer, 5) == b"small"
+        with pytest.raises(RuntimeError, match="Event loop is closed"):
+            transport.write(payload(64 * 1024 * 1024))
+        assert transport.get_write_buffer_size() == 0
+    # With its loop closed the transport cannot close either; it is dropped, as it warns.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del transport, proto
+        gc.collect()
+
+
+def recv_blocking(sock, n):
+    sock.setblocking(True)
+    sock.settimeout(10)
+    data = b""
+    while len(data) < n:
+        data += sock.recv(n - len(data))
+    return data
