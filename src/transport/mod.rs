@@ -198,7 +198,11 @@ impl StreamCore {
         let core = slf.get();
         let (interest, registered) = {
             let st = core.st.borrow_mut(py);
-            let (read, write) = (st.wants_read(), st.wbuf.size() > 0);
+            // While `loop.sendfile` owns the socket (it set `empty_waiter`), the fd is left to
+            // its `sock_sendfile` once the buffer is drained: reading waits until it is done,
+            // so that registering does not displace the writer sendfile put on the fd.
+            let read = st.wants_read() && st.empty_waiter.is_none();
+            let (read, write) = (read, st.wbuf.size() > 0);
             core.wants.read.store(read, Ordering::Relaxed);
             core.wants.write.store(write, Ordering::Relaxed);
             let interest = match (st.started && !st.detached, read, write) {
@@ -809,9 +813,10 @@ impl StreamCore {
     }
 
     #[setter]
-    fn set_empty_waiter(&self, py: Python<'_>, waiter: Option<Py<PyAny>>) {
-        let old = std::mem::replace(&mut self.st.borrow_mut(py).empty_waiter, waiter);
+    fn set_empty_waiter(slf: &Bound<'_, Self>, waiter: Option<Py<PyAny>>) -> PyResult<()> {
+        let old = std::mem::replace(&mut slf.get().st.borrow_mut(slf.py()).empty_waiter, waiter);
         drop(old);
+        Self::sync_registration(slf)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

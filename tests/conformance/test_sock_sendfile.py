@@ -1,5 +1,6 @@
 """sock_sendfile: os.sendfile() when the file allows it, the read-and-send fallback otherwise, the
-argument checks, and the file position afterwards."""
+argument checks, and the file position afterwards; and loop.sendfile() on a transport, which
+runs it on the transport's socket."""
 
 import asyncio
 import errno
@@ -271,3 +272,48 @@ def test_sendfile_failing_before_sending_anything_falls_back(loop, data_file):
         _, received = loop.run_until_complete(_send_and_collect(loop, no_fallback))
     assert received == b""
     assert data_file.tell() == 0
+
+
+class _Counting(asyncio.Protocol):
+    def __init__(self):
+        self.received = bytearray()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.received += data
+
+
+@pytest.mark.parametrize("resume", ["never", "at_once", "after_a_turn", "while_draining"])
+def test_transport_sendfile_with_reading_resumed_meanwhile(loop, data_file, resume):
+    # loop.sendfile() pauses the transport's reading; resuming it while the file goes out must
+    # neither stall the transfer nor the transport's reading and writing afterwards.
+    async def main():
+        server_side = []
+        server = await loop.create_server(
+            lambda: server_side.append(_Counting()) or server_side[-1], "127.0.0.1", 0
+        )
+        async with server:
+            transport, client = await loop.create_connection(_Counting, *server.sockets[0].getsockname())
+            before = b"b" * (4 * 1024 * 1024) if resume == "while_draining" else b""
+            transport.write(before)
+            sending = asyncio.ensure_future(loop.sendfile(transport, data_file))
+            if resume != "never":
+                for _ in range(5 if resume == "while_draining" else 1 if resume == "after_a_turn" else 0):
+                    await asyncio.sleep(0)
+                transport.resume_reading()
+            assert await asyncio.wait_for(sending, 10) == len(DATA)
+            after = b"a" * (4 * 1024 * 1024)
+            transport.write(after)
+            server_side[0].transport.write(b"reply")
+            expected = before + DATA + after
+            for _ in range(1000):
+                if len(server_side[0].received) >= len(expected) and client.received == b"reply":
+                    break
+                await asyncio.sleep(0.01)
+            assert server_side[0].received == expected
+            assert client.received == b"reply"
+            transport.close()
+
+    loop.run_until_complete(main())
