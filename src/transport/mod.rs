@@ -622,11 +622,24 @@ impl StreamCore {
         }
         let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
-            // Not a contiguous buffer: the stdlib takes it and fails to send it, which is fatal.
-            Err(e) if core.st.borrow_mut(py).conn_lost == 0 => {
-                return Self::fatal(slf, e, "Fatal write error on socket transport")
+            // Not a contiguous buffer: the stdlib takes it and fails to send it, which is fatal;
+            // 3.11's appends it to its bytearray buffer when data waits there, which refuses it.
+            Err(e) => {
+                let (lost, waiting) = {
+                    let st = core.st.borrow_mut(py);
+                    (st.conn_lost > 0, !st.wbuf.is_empty())
+                };
+                if lost {
+                    return Ok(());
+                }
+                if waiting && py.version_info() < (3, 12) {
+                    return Err(PyTypeError::new_err(format!(
+                        "can't set bytearray slice from {}",
+                        data.get_type().name()?
+                    )));
+                }
+                return Self::fatal(slf, e, "Fatal write error on socket transport");
             }
-            Err(_) => return Ok(()),
         };
         Self::after_write(slf, outcome)
     }

@@ -823,3 +823,31 @@ def recv_blocking(sock, n):
     while len(data) < n:
         data += sock.recv(n - len(data))
     return data
+
+
+def test_write_of_a_non_contiguous_buffer_while_data_waits(loop, handler_calls):
+    # 3.11 appends to its bytearray buffer, which refuses the view at once (the transport lives
+    # on); 3.12+ queues it and fails the transport when it comes to send it.
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            shrink_buffers(transport.get_extra_info("socket"), peer)
+            waiting = await fill_until_paused(transport, proto)
+            assert transport.get_write_buffer_size() > 0
+            if sys.version_info < (3, 12):
+                with pytest.raises(TypeError, match="^can't set bytearray slice from memoryview$"):
+                    transport.write(memoryview(b"abcdef")[::2])
+                assert not transport.is_closing()
+                transport.close()
+                assert await recv_until_eof(loop, peer) == waiting
+                assert handler_calls == []
+                return
+            transport.write(memoryview(b"abcdef")[::2])
+            # The stdlib's transport fails when the socket takes more, so the peer reads.
+            drained = asyncio.ensure_future(recv_until_eof(loop, peer))
+            await wait(proto.lost)
+            assert isinstance(proto.lost_exc, BufferError)
+            assert [ctx["message"] for ctx in handler_calls] == ["Fatal write error on socket transport"]
+            assert waiting.startswith(await wait(drained))
+
+    loop.run_until_complete(main())
