@@ -269,3 +269,19 @@ pub fn shadowed_on_instance(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types
     unsafe { Bound::from_owned_ptr_or_err(py, found)? };
     Ok(is_method == 0)
 }
+
+/// `obj` as a `Py_ssize_t`, converted as an argument-clinic `Py_ssize_t` parameter converts it
+/// (`socket.recv(n)`): `__index__`, then `OverflowError` "... to convert to C ssize_t".
+pub fn as_ssize_t(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let py = obj.py();
+    // SAFETY: the GIL is held; PyNumber_Index returns a new reference or NULL with an exception.
+    let index = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyNumber_Index(obj.as_ptr()))? };
+    // SAFETY: `index` is an int; -1 with an exception set means it did not fit.
+    let n = unsafe { ffi::PyLong_AsSsize_t(index.as_ptr()) };
+    if n == -1 {
+        if let Some(err) = PyErr::take(py) {
+            return Err(err);
+        }
+    }
+    Ok(n)
+}

@@ -825,8 +825,13 @@ impl LoopCore {
     }
 
     /// `sock_recv` on a plain socket's fd: bytes now, or a future (see `sockops.rs`).
-    fn _sock_recv(slf: &Bound<'_, Self>, sock: &Bound<'_, PyAny>, fd: RawFd, n: isize) -> PyResult<Py<PyAny>> {
-        Self::sock_recv(slf, sock, fd, n)
+    fn _sock_recv(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+        n: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        Self::sock_recv(slf, sock, fd, ffi::as_ssize_t(n)?)
     }
 
     /// A cancelled native `sock_recv` lets go of its reader (see `sockops.rs`).

@@ -667,6 +667,10 @@ impl StreamCore {
                 Err(e) if e.is_instance_of::<PyBufferError>(py) => {
                     unreadable.get_or_insert(e);
                 }
+                // Not a buffer: refused as the stdlib's `memoryview(data)` refuses it.
+                Err(e) if e.is_instance_of::<PyTypeError>(py) => {
+                    return Err(PyTypeError::new_err(format!("memoryview: {}", e.value(py))));
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -847,3 +847,22 @@ def test_operations_do_not_touch_other_fds(loop, pair):
             os.close(w)
 
     loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize(
+    ("n", "error", "message"),
+    [
+        (2**63, OverflowError, "^Python int too large to convert to C ssize_t$"),
+        (-(2**63) - 1, OverflowError, "^Python int too large to convert to C ssize_t$"),
+        (-1, ValueError, "^negative buffersize in recv$"),
+        (1.5, TypeError, "^'float' object cannot be interpreted as an integer$"),
+    ],
+)
+def test_sock_recv_size_is_checked_as_socket_recv_checks_it(loop, n, error, message):
+    async def main():
+        with tcp_pair() as (client, server):
+            client.setblocking(False)
+            with pytest.raises(error, match=message):
+                await loop.sock_recv(client, n)
+
+    loop.run_until_complete(main())

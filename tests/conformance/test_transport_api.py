@@ -172,6 +172,26 @@ def test_writelines_of_a_non_contiguous_buffer(loop, handler_calls):
     loop.run_until_complete(main())
 
 
+@pytest.mark.parametrize("piece", ["text", 7, None])
+def test_writelines_of_a_piece_that_is_not_a_buffer(loop, piece):
+    # 3.11 joins the pieces; 3.12+ takes a memoryview of each, which words the refusal.
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            name = type(piece).__name__
+            if sys.version_info >= (3, 12):
+                message = f"^memoryview: a bytes-like object is required, not '{name}'$"
+            else:
+                message = f"^sequence item 1: expected a bytes-like object, {name} found$"
+            with pytest.raises(TypeError, match=message):
+                transport.writelines([b"ok", piece])
+            assert not transport.is_closing()
+            transport.close()
+            assert await recv_until_eof(loop, peer) == b""
+
+    loop.run_until_complete(main())
+
+
 def test_writelines_of_nothing(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
