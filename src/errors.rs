@@ -4,7 +4,7 @@
 //! (`ConnectionResetError`, `FileNotFoundError`, ...) with `errno` and `strerror` set; PyO3's own
 //! `From<io::Error>` leaves `errno` unset, and asyncio and user code read it.
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::PyErr;
 
@@ -37,6 +37,12 @@ pub fn loop_closed() -> PyErr {
 #[inline(never)]
 pub fn runtime(msg: &'static str) -> PyErr {
     PyRuntimeError::new_err(msg)
+}
+
+/// Whether `err` leaves the loop rather than going to its exception handler: `SystemExit` and
+/// `KeyboardInterrupt`, which the stdlib re-raises wherever it catches `BaseException`.
+pub fn leaves_the_loop(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 /// Calls `report` with `err` as the stdlib's transports hand the errors they catch to

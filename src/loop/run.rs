@@ -14,7 +14,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
@@ -340,7 +339,7 @@ pub(super) fn callback_failed(slf: &Bound<'_, LoopCore>, handle: &Py<Handle>, er
     let Err(err) = handle.get().run_in_foreign_context(py, err) else {
         return Ok(());
     };
-    if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+    if errors::leaves_the_loop(py, &err) {
         return Err(err);
     }
     // The stdlib reports it from inside the `except` that caught it.

@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::Interest;
-use pyo3::exceptions::{PyBufferError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyBufferError, PyMemoryError, PyRuntimeError, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
@@ -202,7 +202,7 @@ impl StreamCore {
             // its `sock_sendfile` once the buffer is drained: reading waits until it is done,
             // so that registering does not displace the writer sendfile put on the fd.
             let read = st.wants_read() && st.empty_waiter.is_none();
-            let (read, write) = (read, st.wbuf.size() > 0);
+            let write = st.wbuf.size() > 0;
             core.wants.read.store(read, Ordering::Relaxed);
             core.wants.write.store(write, Ordering::Relaxed);
             let interest = match (st.started && !st.detached, read, write) {
@@ -248,7 +248,7 @@ impl StreamCore {
     #[inline(never)]
     fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
         let py = slf.py();
-        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+        if errors::leaves_the_loop(py, &err) {
             return Err(err);
         }
         if let Some(transport) = slf.get().transport(py) {
@@ -383,6 +383,22 @@ impl StreamCore {
         }
         core.requeue_if_more(py, n, offered);
         Ok(())
+    }
+
+    /// One read, delivered the way the protocol takes it.
+    fn read_once(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>, reads: Reads) -> PyResult<()> {
+        match reads {
+            Reads::Buffered => {
+                if let Ok(tls) = protocol.cast::<TlsCore>() {
+                    if TlsCore::read_from_stream(tls, slf)? {
+                        return Ok(());
+                    }
+                }
+                Self::read_into_buffer(slf, protocol)
+            }
+            Reads::FeedsReader => Self::read_into_reader(slf, protocol),
+            Reads::Data => Self::read_into_protocol(slf, protocol),
+        }
     }
 
     fn check_writable(st: &State, what: &str) -> PyResult<()> {
@@ -525,24 +541,12 @@ impl StreamCore {
                 None => return Ok(()),
             }
         };
-        let protocol = protocol.bind(py);
-        let result = match reads {
-            Reads::Buffered => match protocol.cast::<TlsCore>() {
-                Ok(tls) => match TlsCore::read_from_stream(tls, slf) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Self::read_into_buffer(slf, protocol),
-                    Err(e) => Err(e),
-                },
-                Err(_) => Self::read_into_buffer(slf, protocol),
-            },
-            Reads::FeedsReader => Self::read_into_reader(slf, protocol),
-            Reads::Data => Self::read_into_protocol(slf, protocol),
-        };
+        let result = Self::read_once(slf, protocol.bind(py), reads);
         if let Err(e) = &result {
             // Ctrl-C (or `SystemExit`) in a protocol callback leaves the loop. What the socket
             // still holds, or its EOF, gets no new edge: read again when the loop runs next, as
             // the stdlib's level-triggered selector reports the fd again.
-            if e.is_instance_of::<PyKeyboardInterrupt>(py) || e.is_instance_of::<PySystemExit>(py) {
+            if errors::leaves_the_loop(py, e) {
                 slf.get().event_loop.get().requeue_reader(py, slf.get().fd);
             }
         }

@@ -372,9 +372,6 @@ impl WritePipeCore {
             Err(e) => {
                 let mut st = core.st.borrow_mut(py);
                 if st.closing || st.conn_lost > 0 {
-                    if !data.is_truthy()? {
-                        return Ok(());
-                    }
                     let log = st.conn_lost >= LOST_WRITES_LOGGED_FROM;
                     st.conn_lost += 1;
                     Wrote::Lost { log }
