@@ -69,6 +69,31 @@ pub fn bytearray_extend(buffer: &Bound<'_, PyByteArray>, data: &[u8]) -> PyResul
     Ok(())
 }
 
+/// Grows `buffer` by `want` bytes, lets `fill` write into them (through memory not initialised
+/// yet, as `recv_uninit` takes it) and keeps only the bytes it says it wrote: an append of
+/// whatever `fill` reads, without a buffer in between. `None`, before `fill` is called, when the
+/// bytearray cannot grow (it has a live export); an error only when it could not be shrunk back
+/// after `fill` (no memory for a smaller copy), with the unwritten bytes still in it.
+pub fn bytearray_fill_tail(
+    buffer: &Bound<'_, PyByteArray>,
+    want: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize>,
+) -> PyResult<Option<std::io::Result<usize>>> {
+    let old = buffer.len();
+    if buffer.resize(old + want).is_err() {
+        return Ok(None);
+    }
+    // SAFETY: the GIL is held and no Python code runs from the resize to the one below, so the
+    // bytearray's storage is `old + want` bytes that nothing else can see; the slice of its last
+    // `want` bytes does not outlive `fill`.
+    let got = fill(unsafe {
+        let tail = buffer.data().add(old).cast::<std::mem::MaybeUninit<u8>>();
+        std::slice::from_raw_parts_mut(tail, want)
+    });
+    buffer.resize(old + got.as_ref().map_or(0, |n| (*n).min(want)))?;
+    Ok(Some(got))
+}
+
 /// The two `_ssl` types whose C methods are lent views of memory the crate owns: `MemoryBIO`
 /// (`ssl.MemoryBIO`) and `_SSLSocket` (what `SSLObject` wraps).
 struct SslTypes {

@@ -13,7 +13,8 @@ mod gil_cell;
 mod layout;
 
 pub use buffer::{
-    bytearray_extend, is_memory_bio, is_ssl_socket, memory_bio_write, type_version_tag, with_bytes, with_writable,
+    bytearray_extend, bytearray_fill_tail, is_memory_bio, is_ssl_socket, memory_bio_write, type_version_tag,
+    with_bytes, with_writable,
 };
 pub use bytes_builder::BytesBuilder;
 

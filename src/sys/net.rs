@@ -1,5 +1,5 @@
-//! Socket system calls for the transports: `recv`, `recvfrom`, a gathering `sendmsg` and
-//! `shutdown`.
+//! Socket system calls for the transports: `recv`, `recvfrom`, a gathering `sendmsg`,
+//! `shutdown`, and how much a read would get (`FIONREAD`).
 //!
 //! Sends pass `MSG_NOSIGNAL`, so a peer that went away is an `EPIPE` error rather than a
 //! `SIGPIPE` (Python ignores the signal anyway, but a host embedding it may not). A call
@@ -14,6 +14,15 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // `recv` writes through the pointer only: `u8` and `MaybeUninit<u8>` share a layout, and
     // what it writes is initialised.
     retry(|| syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)))
+}
+
+/// How many bytes a read of `fd` would get now (`FIONREAD`): None when there are none, or the
+/// kernel will not say (EOF and errors are for the read to find).
+pub fn readable_now(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `FIONREAD` writes one `c_int` through the pointer, which points at `n`.
+    let done = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) };
+    (done == 0 && n > 0).then_some(n as usize)
 }
 
 /// Reads at most `buf.len()` bytes into memory not initialised yet; the first `n` bytes of it

@@ -87,6 +87,28 @@ pub(crate) fn recv_bytes(
     ffi::bytes_read_into(py, max, |buf| sys::net::recv_uninit(fd, buf))
 }
 
+/// A read of at least this many bytes is large: copying it out of the shared buffer costs more
+/// than asking the kernel how much is waiting (`recv_bytes_sized`).
+const LARGE_READ: usize = 32 * 1024;
+
+/// `recv_bytes`, or, when the last read was large (`expect_large`) and a large one is waiting,
+/// straight into a bytes object of the size the kernel says is waiting: the same allocation as
+/// `recv_bytes` makes, without the copy. Whatever arrives after the kernel said how much was
+/// waiting raises a new edge, so reading only that much loses no wake-up.
+pub(crate) fn recv_bytes_sized(
+    py: Python<'_>,
+    fd: RawFd,
+    max: usize,
+    expect_large: bool,
+) -> PyResult<std::io::Result<(usize, Bound<'_, PyBytes>)>> {
+    match expect_large.then(|| sys::net::readable_now(fd)).flatten() {
+        Some(waiting) if waiting >= LARGE_READ => {
+            ffi::bytes_read_into(py, waiting.min(max), |buf| sys::net::recv_uninit(fd, buf))
+        }
+        _ => recv_bytes(py, fd, max),
+    }
+}
+
 /// Whether `data` is one of the types transports accept: `bytes`, `bytearray`, `memoryview`.
 pub(crate) fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
     data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
@@ -155,6 +177,8 @@ struct State {
     /// What the fd is registered for in the poller, if it is.
     registered: Option<Interest>,
     detached: bool,
+    /// The last read was large (see `recv_bytes_sized`).
+    large_reads: bool,
 }
 
 impl State {
@@ -290,13 +314,16 @@ impl StreamCore {
 
     fn read_into_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let (got, data) = match recv_bytes(py, slf.get().fd, MAX_READ)? {
+        let core = slf.get();
+        let large = core.st.borrow_mut(py).large_reads;
+        let (got, data) = match recv_bytes_sized(py, core.fd, MAX_READ, large)? {
             Ok((n, data)) => (Ok(n), Some(data)),
             Err(e) => (Err(e), None),
         };
         let (Some(n), Some(data)) = (Self::received(slf, got)?, data) else {
             return Ok(());
         };
+        core.st.borrow_mut(py).large_reads = n >= LARGE_READ;
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
             return Self::fatal(slf, e, DATA_RECEIVED_FAILED);
         }
@@ -313,16 +340,33 @@ impl StreamCore {
             Ok(None) => return Self::read_into_protocol(slf, protocol),
             Err(e) => return Self::fatal(slf, e, DATA_RECEIVED_FAILED),
         };
+        let core = slf.get();
+        // After a large read, a large one waiting goes straight onto the reader's buffer (see
+        // `recv_bytes_sized`); if the buffer cannot grow, the way below raises what it raised.
+        let large = core.st.borrow_mut(py).large_reads;
+        let direct = match large.then(|| sys::net::readable_now(core.fd)).flatten() {
+            Some(waiting) if waiting >= LARGE_READ => {
+                match crate::ffi::bytearray_fill_tail(&buffer, waiting.min(MAX_READ), |b| {
+                    sys::net::recv_uninit(core.fd, b)
+                }) {
+                    Ok(got) => got.map(|got| (got, None)),
+                    Err(e) => return Self::fatal(slf, e, DATA_RECEIVED_FAILED),
+                }
+            }
+            _ => None,
+        };
         // Append from the shared read buffer; if that is busy, or the append fails, the
         // protocol's own `data_received` gets the bytes (and raises what `extend` raised).
-        let read = READ_BUF.with(|cell| {
-            let mut buf = cell.try_borrow_mut().ok()?;
-            Some(match sys::net::recv(slf.get().fd, &mut buf[..MAX_READ]) {
-                Ok(n) if n > 0 => match crate::ffi::bytearray_extend(&buffer, &buf[..n]) {
-                    Ok(()) => (Ok(n), None),
-                    Err(_) => (Ok(n), Some(PyBytes::new(py, &buf[..n]))),
-                },
-                got => (got, None),
+        let read = direct.or_else(|| {
+            READ_BUF.with(|cell| {
+                let mut buf = cell.try_borrow_mut().ok()?;
+                Some(match sys::net::recv(slf.get().fd, &mut buf[..MAX_READ]) {
+                    Ok(n) if n > 0 => match crate::ffi::bytearray_extend(&buffer, &buf[..n]) {
+                        Ok(()) => (Ok(n), None),
+                        Err(_) => (Ok(n), Some(PyBytes::new(py, &buf[..n]))),
+                    },
+                    got => (got, None),
+                })
             })
         });
         let Some((got, unfed)) = read else {
@@ -331,6 +375,7 @@ impl StreamCore {
         let Some(n) = Self::received(slf, got)? else {
             return Ok(());
         };
+        core.st.borrow_mut(py).large_reads = n >= LARGE_READ;
         let fed = match unfed {
             None => reader::after_append(&reader, &buffer),
             Some(data) => protocol.call_method1(intern!(py, "data_received"), (data,)).map(drop),
@@ -500,6 +545,7 @@ impl StreamCore {
                 started: false,
                 registered: None,
                 detached: false,
+                large_reads: false,
             }),
         }
     }

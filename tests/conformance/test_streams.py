@@ -122,6 +122,30 @@ def test_large_payload_intact(loop):
     loop.run_until_complete(main())
 
 
+def test_readexactly_of_mixed_sizes(loop):
+    # Each message is read before the next is sent, so large reads and small ones alternate.
+    sizes = [1, 200_000, 3, 40_000, 33_000, 2, 300_000, 300_000, 10, 65_536, 1, 100_000]
+    data = payload(sum(sizes))
+
+    async def main():
+        server, accepted, (reader, writer) = await _accept_one()
+        async with _closing(server):
+            server_reader, server_writer = await wait(accepted)
+            sent = 0
+            for size in sizes:
+                writer.write(data[sent : sent + size])
+                await writer.drain()
+                assert await wait(server_reader.readexactly(size)) == data[sent : sent + size]
+                sent += size
+            writer.write_eof()
+            assert await wait(server_reader.read()) == b""
+            server_writer.close()
+            writer.close()
+            await writer.wait_closed()
+
+    loop.run_until_complete(main())
+
+
 def test_drain_waits_for_a_slow_reader(loop):
     async def main():
         accepted = loop.create_future()
@@ -291,6 +315,33 @@ def test_reader_buffer_that_cannot_grow_is_a_fatal_error(loop, handler_calls):
             assert await wait(reader.read()) == b""
             writer.close()
             await writer.wait_closed()
+
+    loop.run_until_complete(main())
+    assert [(c["message"], type(c["exception"])) for c in handler_calls] == [
+        ("Fatal error: protocol.data_received() call failed.", BufferError)
+    ]
+
+
+def test_reader_buffer_that_cannot_grow_after_large_reads_is_a_fatal_error(loop, handler_calls):
+    big = payload(300_000)
+
+    async def main():
+        server, accepted, (reader, writer) = await _accept_one()
+        async with _closing(server):
+            server_reader, server_writer = await wait(accepted)
+            writer.write(big)
+            await writer.drain()
+            assert await wait(server_reader.readexactly(len(big))) == big
+            view = memoryview(server_reader._buffer)
+            writer.write(big)
+            with pytest.raises(BufferError):
+                await wait(server_reader.read(10))
+            view.release()
+            assert server_writer.transport.is_closing()
+            # Closed with the rest of the message unread: the kernel resets the connection.
+            with pytest.raises(ConnectionResetError):
+                await wait(reader.read())
+            writer.close()
 
     loop.run_until_complete(main())
     assert [(c["message"], type(c["exception"])) for c in handler_calls] == [

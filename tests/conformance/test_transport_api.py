@@ -290,6 +290,32 @@ def test_buffered_writes_of_every_kind_arrive_whole_and_in_order(loop):
     loop.run_until_complete(main())
 
 
+# Large and small sends, each received before the next is sent: every read is of one of them,
+# so large reads and small ones follow each other in every order.
+MIXED_SIZES = [1, 200_000, 3, 40_000, 33_000, 2, 300_000, 300_000, 10, 65_536, 1, 100_000]
+
+
+def test_reads_of_mixed_sizes_arrive_whole_and_in_order(loop):
+    class Chunks(Recorder):
+        def data_received(self, data):
+            assert type(data) is bytes
+            super().data_received(data)
+
+    async def main():
+        transport, proto, peer = await transport_pair(loop, Chunks)
+        with peer:
+            data = payload(sum(MIXED_SIZES))
+            sent = 0
+            for size in MIXED_SIZES:
+                await wait(loop.sock_sendall(peer, data[sent : sent + size]))
+                sent += size
+                assert await proto.read(sent) == data[:sent]
+            transport.close()
+            await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
 def test_close_does_not_deliver_more_data(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
