@@ -48,6 +48,9 @@ pub(crate) struct Wants {
     /// The peer closed its side (or the socket failed): reading must go on to EOF even after a
     /// short read, since no further edge will come.
     pub hangup: AtomicBool,
+    /// TCP urgent data arrived: a read stops at its mark, short of what is waiting, so reading
+    /// goes on until the kernel has nothing more (cleared then).
+    pub urgent: AtomicBool,
 }
 
 #[derive(Default)]
@@ -373,7 +376,7 @@ impl IoTable {
         py: Python<'_>,
         registry: &Registry,
         token: Token,
-        (readable, writable, hangup): (bool, bool, bool),
+        (readable, writable, hangup, urgent): (bool, bool, bool, bool),
         ready: &mut std::collections::VecDeque<Py<Handle>>,
         dropped: &mut Vec<Py<Handle>>,
     ) {
@@ -394,6 +397,9 @@ impl IoTable {
         if let Some((wants, _)) = &entry.edge {
             if hangup {
                 wants.hangup.store(true, Ordering::Relaxed);
+            }
+            if urgent {
+                wants.urgent.store(true, Ordering::Relaxed);
             }
             let want_read = readable && wants.read.load(Ordering::Relaxed);
             let want_write = writable && wants.write.load(Ordering::Relaxed);

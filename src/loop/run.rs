@@ -181,14 +181,15 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>, shared: bool) -> P
                 if event.token() == WAKER_TOKEN {
                     continue;
                 }
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let urgent = event.is_priority();
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error() || urgent;
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
                 let hangup = event.is_read_closed() || event.is_error();
                 st.io.dispatch(
                     py,
                     &os.registry,
                     event.token(),
-                    (readable, writable, hangup),
+                    (readable, writable, hangup, urgent),
                     &mut st.ready,
                     &mut dropped,
                 );

@@ -22,6 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub mod net;
 pub mod pipe;
 
+/// What a stream transport's fd is registered for while it reads: readable, and, where the
+/// poller reports it, TCP urgent data (`EPOLLPRI`), whose mark stops a read short of what is
+/// waiting, so that a short read there is not taken for the end of what arrived.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub const STREAM_READ: mio::Interest = mio::Interest::READABLE.add(mio::Interest::PRIORITY);
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub const STREAM_READ: mio::Interest = mio::Interest::READABLE;
+
 /// Seconds on CLOCK_MONOTONIC, converted exactly as `time.monotonic()` converts them, so the loop's
 /// `time()` and `time.monotonic()` are one clock.
 #[inline]

@@ -231,9 +231,9 @@ impl StreamCore {
             core.wants.write.store(write, Ordering::Relaxed);
             let interest = match (st.started && !st.detached, read, write) {
                 (false, _, _) | (true, false, false) => None,
-                (true, true, false) => Some(Interest::READABLE),
+                (true, true, false) => Some(sys::STREAM_READ),
                 (true, false, true) => Some(Interest::WRITABLE),
-                (true, true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, true, true) => Some(sys::STREAM_READ | Interest::WRITABLE),
             };
             (interest, st.registered)
         };
@@ -299,15 +299,20 @@ impl StreamCore {
         match got {
             Ok(0) => Self::call_transport(slf, intern!(slf.py(), "_read_eof")).map(|()| None),
             Ok(n) => Ok(Some(n)),
-            Err(e) if sys::net::would_block(&e) => Ok(None),
+            Err(e) if sys::net::would_block(&e) => {
+                slf.get().wants.urgent.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
             Err(e) => Self::fatal(slf, errors::os_error(e), READ_FAILED).map(|()| None),
         }
     }
 
     /// After `n` bytes were read into room for `offered`: a full read may have left more behind,
-    /// and after a hangup an EOF is still to come, which edge-triggering will not report again.
+    /// after a hangup an EOF is still to come, and after urgent data a read may have stopped at
+    /// its mark; edge-triggering reports none of these again.
     fn requeue_if_more(&self, py: Python<'_>, n: usize, offered: usize) {
-        if n == offered || self.wants.hangup.load(Ordering::Relaxed) {
+        let more = self.wants.hangup.load(Ordering::Relaxed) || self.wants.urgent.load(Ordering::Relaxed);
+        if n == offered || more {
             self.event_loop.get().requeue_reader(py, self.fd);
         }
     }

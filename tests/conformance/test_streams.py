@@ -146,6 +146,27 @@ def test_readexactly_of_mixed_sizes(loop):
     loop.run_until_complete(main())
 
 
+def test_data_after_tcp_urgent_data_is_read(loop):
+    async def main():
+        server, accepted, (reader, writer) = await _accept_one()
+        async with _closing(server):
+            server_reader, server_writer = await wait(accepted)
+            sock = writer.get_extra_info("socket")
+            raw = socket.socket(sock.family, sock.type, fileno=sock.fileno())
+            try:
+                raw.send(b"abc")
+                raw.send(b"!", socket.MSG_OOB)
+                raw.send(b"def")
+            finally:
+                raw.detach()
+            assert await wait(server_reader.readexactly(6), timeout=2) == b"abcdef"
+            server_writer.close()
+            writer.close()
+            await writer.wait_closed()
+
+    loop.run_until_complete(main())
+
+
 def test_drain_waits_for_a_slow_reader(loop):
     async def main():
         accepted = loop.create_future()

@@ -592,6 +592,30 @@ def test_buffered_protocol(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.parametrize("factory", [Recorder, Buffered], ids=["protocol", "buffered"])
+def test_data_after_tcp_urgent_data_is_read(loop, factory):
+    # A read stops at the urgent byte's mark (which, not inline, is left out of the stream): the
+    # data after it must still be delivered without more arriving.
+    async def main():
+        transport, proto, peer = await transport_pair(loop, factory)
+        with peer:
+            peer.send(b"abc")
+            peer.send(b"!", socket.MSG_OOB)
+            peer.send(b"def")
+
+            async def received():
+                got = lambda: bytes(proto.received if factory is Buffered else proto.data)  # noqa: E731
+                while len(got()) < 6:
+                    await asyncio.sleep(0.01)
+                return got()
+
+            assert await wait(received(), timeout=2) == b"abcdef"
+            transport.close()
+            await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
 def test_buffered_protocol_large_buffer(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop, lambda: Buffered(1 << 20))
