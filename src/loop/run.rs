@@ -181,10 +181,11 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>, shared: bool) -> P
                 if event.token() == WAKER_TOKEN {
                     continue;
                 }
-                let urgent = event.is_priority();
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error() || urgent;
+                // mio counts urgent data (`EPOLLPRI`) as readable too.
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
                 let hangup = event.is_read_closed() || event.is_error();
+                let urgent = event.is_priority();
                 st.io.dispatch(
                     py,
                     &os.registry,

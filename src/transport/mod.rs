@@ -88,26 +88,8 @@ pub(crate) fn recv_bytes(
 }
 
 /// A read of at least this many bytes is large: copying it out of the shared buffer costs more
-/// than asking the kernel how much is waiting (`recv_bytes_sized`).
+/// than asking the kernel how much is waiting (`StreamCore::large_waiting`).
 const LARGE_READ: usize = 32 * 1024;
-
-/// `recv_bytes`, or, when the last read was large (`expect_large`) and a large one is waiting,
-/// straight into a bytes object of the size the kernel says is waiting: the same allocation as
-/// `recv_bytes` makes, without the copy. Whatever arrives after the kernel said how much was
-/// waiting raises a new edge, so reading only that much loses no wake-up.
-pub(crate) fn recv_bytes_sized(
-    py: Python<'_>,
-    fd: RawFd,
-    max: usize,
-    expect_large: bool,
-) -> PyResult<std::io::Result<(usize, Bound<'_, PyBytes>)>> {
-    match expect_large.then(|| sys::net::readable_now(fd)).flatten() {
-        Some(waiting) if waiting >= LARGE_READ => {
-            ffi::bytes_read_into(py, waiting.min(max), |buf| sys::net::recv_uninit(fd, buf))
-        }
-        _ => recv_bytes(py, fd, max),
-    }
-}
 
 /// Whether `data` is one of the types transports accept: `bytes`, `bytearray`, `memoryview`.
 pub(crate) fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
@@ -177,7 +159,7 @@ struct State {
     /// What the fd is registered for in the poller, if it is.
     registered: Option<Interest>,
     detached: bool,
-    /// The last read was large (see `recv_bytes_sized`).
+    /// The last read was large (see `StreamCore::large_waiting`).
     large_reads: bool,
 }
 
@@ -298,7 +280,10 @@ impl StreamCore {
     fn received(slf: &Bound<'_, Self>, got: std::io::Result<usize>) -> PyResult<Option<usize>> {
         match got {
             Ok(0) => Self::call_transport(slf, intern!(slf.py(), "_read_eof")).map(|()| None),
-            Ok(n) => Ok(Some(n)),
+            Ok(n) => {
+                slf.get().st.borrow_mut(slf.py()).large_reads = n >= LARGE_READ;
+                Ok(Some(n))
+            }
             Err(e) if sys::net::would_block(&e) => {
                 slf.get().wants.urgent.store(false, Ordering::Relaxed);
                 Ok(None)
@@ -317,18 +302,34 @@ impl StreamCore {
         }
     }
 
+    /// After a large read, how much a large one waiting would get (`FIONREAD`, at most
+    /// `MAX_READ`): reading it straight into the object it ends up in costs less than copying it
+    /// out of the shared buffer, and the object is the size the copy would have made. Whatever
+    /// arrives after the kernel answered raises a new edge, so reading only that much loses no
+    /// wake-up.
+    fn large_waiting(&self, py: Python<'_>) -> Option<usize> {
+        if !self.st.borrow_mut(py).large_reads {
+            return None;
+        }
+        sys::net::readable_now(self.fd)
+            .filter(|&waiting| waiting >= LARGE_READ)
+            .map(|w| w.min(MAX_READ))
+    }
+
     fn read_into_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let large = core.st.borrow_mut(py).large_reads;
-        let (got, data) = match recv_bytes_sized(py, core.fd, MAX_READ, large)? {
+        let read = match core.large_waiting(py) {
+            Some(waiting) => ffi::bytes_read_into(py, waiting, |buf| sys::net::recv_uninit(core.fd, buf))?,
+            None => recv_bytes(py, core.fd, MAX_READ)?,
+        };
+        let (got, data) = match read {
             Ok((n, data)) => (Ok(n), Some(data)),
             Err(e) => (Err(e), None),
         };
         let (Some(n), Some(data)) = (Self::received(slf, got)?, data) else {
             return Ok(());
         };
-        core.st.borrow_mut(py).large_reads = n >= LARGE_READ;
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
             return Self::fatal(slf, e, DATA_RECEIVED_FAILED);
         }
@@ -346,19 +347,16 @@ impl StreamCore {
             Err(e) => return Self::fatal(slf, e, DATA_RECEIVED_FAILED),
         };
         let core = slf.get();
-        // After a large read, a large one waiting goes straight onto the reader's buffer (see
-        // `recv_bytes_sized`); if the buffer cannot grow, the way below raises what it raised.
-        let large = core.st.borrow_mut(py).large_reads;
-        let direct = match large.then(|| sys::net::readable_now(core.fd)).flatten() {
-            Some(waiting) if waiting >= LARGE_READ => {
-                match crate::ffi::bytearray_fill_tail(&buffer, waiting.min(MAX_READ), |b| {
-                    sys::net::recv_uninit(core.fd, b)
-                }) {
+        // A large read goes straight onto the reader's buffer (`large_waiting`); if the buffer
+        // cannot grow, the way below raises what it raised.
+        let direct = match core.large_waiting(py) {
+            Some(waiting) => {
+                match crate::ffi::bytearray_fill_tail(&buffer, waiting, |b| sys::net::recv_uninit(core.fd, b)) {
                     Ok(got) => got.map(|got| (got, None)),
                     Err(e) => return Self::fatal(slf, e, DATA_RECEIVED_FAILED),
                 }
             }
-            _ => None,
+            None => None,
         };
         // Append from the shared read buffer; if that is busy, or the append fails, the
         // protocol's own `data_received` gets the bytes (and raises what `extend` raised).
@@ -380,7 +378,6 @@ impl StreamCore {
         let Some(n) = Self::received(slf, got)? else {
             return Ok(());
         };
-        core.st.borrow_mut(py).large_reads = n >= LARGE_READ;
         let fed = match unfed {
             None => reader::after_append(&reader, &buffer),
             Some(data) => protocol.call_method1(intern!(py, "data_received"), (data,)).map(drop),

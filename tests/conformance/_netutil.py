@@ -159,6 +159,11 @@ def stalled_listener():
         lsock.close()
 
 
+# Message sizes that, each received before the next is sent, make large reads and small ones
+# follow each other in every order.
+MIXED_SIZES = [1, 200_000, 3, 40_000, 33_000, 2, 300_000, 300_000, 10, 65_536, 1, 100_000]
+
+
 def payload(size):
     """``size`` bytes that are not a short repeating pattern (reordering would show)."""
     block = bytes(range(256))

@@ -7,7 +7,7 @@ import socket
 import uuid
 
 import pytest
-from _netutil import payload, wait
+from _netutil import MIXED_SIZES, payload, wait
 
 
 async def _echo(reader, writer):
@@ -124,15 +124,14 @@ def test_large_payload_intact(loop):
 
 def test_readexactly_of_mixed_sizes(loop):
     # Each message is read before the next is sent, so large reads and small ones alternate.
-    sizes = [1, 200_000, 3, 40_000, 33_000, 2, 300_000, 300_000, 10, 65_536, 1, 100_000]
-    data = payload(sum(sizes))
+    data = payload(sum(MIXED_SIZES))
 
     async def main():
         server, accepted, (reader, writer) = await _accept_one()
         async with _closing(server):
             server_reader, server_writer = await wait(accepted)
             sent = 0
-            for size in sizes:
+            for size in MIXED_SIZES:
                 writer.write(data[sent : sent + size])
                 await writer.drain()
                 assert await wait(server_reader.readexactly(size)) == data[sent : sent + size]

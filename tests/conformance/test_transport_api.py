@@ -8,7 +8,16 @@ import sys
 import warnings
 
 import pytest
-from _netutil import Recorder, accept, payload, recv_exactly, recv_until_eof, shrink_buffers, wait
+from _netutil import (
+    MIXED_SIZES,
+    Recorder,
+    accept,
+    payload,
+    recv_exactly,
+    recv_until_eof,
+    shrink_buffers,
+    wait,
+)
 from _sockutil import listener
 
 
@@ -288,11 +297,6 @@ def test_buffered_writes_of_every_kind_arrive_whole_and_in_order(loop):
             assert transport.get_write_buffer_size() == 0
 
     loop.run_until_complete(main())
-
-
-# Large and small sends, each received before the next is sent: every read is of one of them,
-# so large reads and small ones follow each other in every order.
-MIXED_SIZES = [1, 200_000, 3, 40_000, 33_000, 2, 300_000, 300_000, 10, 65_536, 1, 100_000]
 
 
 def test_reads_of_mixed_sizes_arrive_whole_and_in_order(loop):
