@@ -117,6 +117,21 @@ def _whole_bytes(limit):
     return sys.maxsize if limit >= sys.maxsize else int(limit // 1)
 
 
+class _ReadSize:
+    """``max_size``, the most one read takes (what the stdlib's transports pass to ``recv``,
+    ``recvfrom`` or ``os.read``): 256 KiB, or what was set on the transport, which its core then
+    reads with. Protocols that take their data through ``get_buffer`` are not affected, as with
+    the stdlib."""
+
+    def __get__(self, transport, owner=None):
+        if transport is None or transport._core is None:
+            return 256 * 1024
+        return transport._core.max_read
+
+    def __set__(self, transport, size):
+        transport._core.max_read = size
+
+
 class _CoreReading:
     """Reading control over a native core (``is_reading``/``pause_reading``/``resume_reading``,
     the last two returning whether anything changed) and start-up, shared by the socket and
@@ -157,7 +172,7 @@ class _CoreSocketTransport(_CoreReading, transports._FlowControlMixin):
     ``begin_close``/``force_close``/``pause_reading``/``resume_reading`` and ``polling``: the
     socket's extra info, ``repr``, reading control, closing and fatal errors."""
 
-    max_size = 256 * 1024  # the most one read takes, as the stdlib's
+    max_size = _ReadSize()
 
     _sock = None
     _core = None
@@ -468,7 +483,7 @@ class _PipeTransport:
 class ReadPipeTransport(_CoreReading, _PipeTransport, transports.ReadTransport):
     """The read end of a pipe (or a socket or character device), as the stdlib's."""
 
-    max_size = 256 * 1024  # the most one read takes, as the stdlib's
+    max_size = _ReadSize()
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(extra)

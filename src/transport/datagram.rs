@@ -27,7 +27,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
 use super::gate::ReadGate;
-use super::{addr, READ_BUF};
+use super::{addr, MAX_READ};
 use crate::ffi::{self, GilCell};
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
@@ -55,6 +55,8 @@ struct State {
     /// What the fd is registered for now.
     reading: bool,
     writing: bool,
+    /// The transport's `max_size`: the most one `recvfrom` takes (a negative one fails it).
+    max_read: isize,
 }
 
 impl State {
@@ -214,14 +216,8 @@ impl DatagramCore {
 
     /// Receives one datagram: `Some((data, addr))`, or `None` when there is none yet.
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyAny>)>> {
-        let received = READ_BUF.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => sys::net::recv_from(self.fd, &mut buf).map(|(n, from)| (PyBytes::new(py, &buf[..n]), from)),
-            // Only a callback running inside a read could get here; it gets a buffer of its own.
-            Err(_) => {
-                let mut buf = vec![0; super::MAX_READ];
-                sys::net::recv_from(self.fd, &mut buf).map(|(n, from)| (PyBytes::new(py, &buf[..n]), from))
-            }
-        });
+        let max = super::read_size(self.st.borrow_mut(py).max_read, "recvfrom")?;
+        let received = super::read_bytes(py, max, |buf| sys::net::recv_from(self.fd, buf))?;
         match received {
             Ok((data, from)) => Ok(Some((data, addr::to_python(py, &from)?))),
             Err(e) if sys::net::would_block(&e) => Ok(None),
@@ -264,8 +260,20 @@ impl DatagramCore {
                 gate: ReadGate::default(),
                 reading: false,
                 writing: false,
+                max_read: MAX_READ as isize,
             }),
         }
+    }
+
+    /// The transport's `max_size` (see `_transports._ReadSize`).
+    #[getter]
+    fn max_read(&self, py: Python<'_>) -> isize {
+        self.st.borrow_mut(py).max_read
+    }
+
+    #[setter]
+    fn set_max_read(&self, py: Python<'_>, size: isize) {
+        self.st.borrow_mut(py).max_read = size;
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>) {

@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::Interest;
-use pyo3::exceptions::{PyBufferError, PyMemoryError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyBufferError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
@@ -85,6 +85,37 @@ pub(crate) fn recv_bytes(
         return Ok(result);
     }
     ffi::bytes_read_into(py, max, |buf| sys::net::recv_uninit(fd, buf))
+}
+
+/// One read of at most `max` bytes with `read` (which returns how many it got, and whatever
+/// else it learned), made into a bytes object: into the shared buffer's first `max` bytes, or,
+/// when that is busy (a callback inside a read) or smaller than `max`, into a buffer of its own
+/// (an absurd size is a `MemoryError`, not an abort).
+pub(crate) fn read_bytes<'py, T>(
+    py: Python<'py>,
+    max: usize,
+    read: impl FnOnce(&mut [u8]) -> std::io::Result<(usize, T)>,
+) -> PyResult<std::io::Result<(Bound<'py, PyBytes>, T)>> {
+    let shared = READ_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) if buf.len() >= max => {
+            Ok(read(&mut buf[..max]).map(|(n, extra)| (PyBytes::new(py, &buf[..n]), extra)))
+        }
+        _ => Err(read),
+    });
+    let read = match shared {
+        Ok(result) => return Ok(result),
+        Err(read) => read,
+    };
+    let mut own = Vec::new();
+    own.try_reserve_exact(max).map_err(|_| PyMemoryError::new_err(()))?;
+    own.resize(max, 0);
+    Ok(read(&mut own).map(|(n, extra)| (PyBytes::new(py, &own[..n]), extra)))
+}
+
+/// A transport's `max_size` as the size of a read: a negative one is the `ValueError` that
+/// `sock.<call>(max_size)` raises.
+pub(crate) fn read_size(max_size: isize, call: &str) -> PyResult<usize> {
+    usize::try_from(max_size).map_err(|_| PyValueError::new_err(format!("negative buffersize in {call}")))
 }
 
 /// A read of at least this many bytes is large: copying it out of the shared buffer costs more
@@ -161,6 +192,8 @@ struct State {
     detached: bool,
     /// The last read was large (see `StreamCore::large_waiting`).
     large_reads: bool,
+    /// The transport's `max_size`: the most one read takes (a negative one fails the read).
+    max_read: isize,
 }
 
 impl State {
@@ -307,21 +340,26 @@ impl StreamCore {
     /// out of the shared buffer, and the object is the size the copy would have made. Whatever
     /// arrives after the kernel answered raises a new edge, so reading only that much loses no
     /// wake-up.
-    fn large_waiting(&self, py: Python<'_>) -> Option<usize> {
+    fn large_waiting(&self, py: Python<'_>, max: usize) -> Option<usize> {
         if !self.st.borrow_mut(py).large_reads {
             return None;
         }
         sys::net::readable_now(self.fd)
             .filter(|&waiting| waiting >= LARGE_READ)
-            .map(|w| w.min(MAX_READ))
+            .map(|w| w.min(max))
     }
 
     fn read_into_protocol(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let read = match core.large_waiting(py) {
+        let max_read = core.st.borrow_mut(py).max_read;
+        let max = match read_size(max_read, "recv") {
+            Ok(max) => max,
+            Err(e) => return Self::fatal(slf, e, READ_FAILED),
+        };
+        let read = match core.large_waiting(py, max) {
             Some(waiting) => ffi::bytes_read_into(py, waiting, |buf| sys::net::recv_uninit(core.fd, buf))?,
-            None => recv_bytes(py, core.fd, MAX_READ)?,
+            None => recv_bytes(py, core.fd, max)?,
         };
         let (got, data) = match read {
             Ok((n, data)) => (Ok(n), Some(data)),
@@ -333,7 +371,7 @@ impl StreamCore {
         if let Err(e) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
             return Self::fatal(slf, e, DATA_RECEIVED_FAILED);
         }
-        slf.get().requeue_if_more(py, n, MAX_READ);
+        slf.get().requeue_if_more(py, n, max);
         Ok(())
     }
 
@@ -341,6 +379,9 @@ impl StreamCore {
     /// done here (see `reader.rs`).
     fn read_into_reader(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
+        if slf.get().st.borrow_mut(py).max_read != MAX_READ as isize {
+            return Self::read_into_protocol(slf, protocol);
+        }
         let (reader, buffer) = match reader::plain_reader(protocol) {
             Ok(Some(found)) => found,
             Ok(None) => return Self::read_into_protocol(slf, protocol),
@@ -349,7 +390,7 @@ impl StreamCore {
         let core = slf.get();
         // A large read goes straight onto the reader's buffer (`large_waiting`); if the buffer
         // cannot grow, the way below raises what it raised.
-        let direct = match core.large_waiting(py) {
+        let direct = match core.large_waiting(py, MAX_READ) {
             Some(waiting) => {
                 match crate::ffi::bytearray_fill_tail(&buffer, waiting, |b| sys::net::recv_uninit(core.fd, b)) {
                     Ok(got) => got.map(|got| (got, None)),
@@ -548,8 +589,20 @@ impl StreamCore {
                 registered: None,
                 detached: false,
                 large_reads: false,
+                max_read: MAX_READ as isize,
             }),
         }
+    }
+
+    /// The transport's `max_size` (see `_transports._ReadSize`).
+    #[getter]
+    fn max_read(&self, py: Python<'_>) -> isize {
+        self.st.borrow_mut(py).max_read
+    }
+
+    #[setter]
+    fn set_max_read(&self, py: Python<'_>, size: isize) {
+        self.st.borrow_mut(py).max_read = size;
     }
 
     /// `buffered`: the protocol is a `BufferedProtocol`. The stdlib's `StreamReaderProtocol` is

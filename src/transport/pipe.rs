@@ -20,7 +20,7 @@ use pyo3::{intern, PyTraverseError};
 
 use super::gate::ReadGate;
 use super::wbuf::{self, WriteBuffer};
-use super::{MAX_READ, READ_BUF};
+use super::MAX_READ;
 use crate::ffi::GilCell;
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
@@ -77,6 +77,8 @@ struct ReadState {
     gate: ReadGate,
     /// The fd is registered for reading.
     polling: bool,
+    /// The transport's `max_size`: the most one `os.read` takes (a negative one fails it).
+    max_read: isize,
 }
 
 #[pyclass(frozen, module = "ferroloop._core", name = "ReadPipeCore")]
@@ -108,8 +110,20 @@ impl ReadPipeCore {
                 transport: Some(transport),
                 gate: ReadGate::default(),
                 polling: false,
+                max_read: MAX_READ as isize,
             }),
         }
+    }
+
+    /// The transport's `max_size` (see `_transports._ReadSize`).
+    #[getter]
+    fn max_read(&self, py: Python<'_>) -> isize {
+        self.st.borrow_mut(py).max_read
+    }
+
+    #[setter]
+    fn set_max_read(&self, py: Python<'_>, size: isize) {
+        self.st.borrow_mut(py).max_read = size;
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>) {
@@ -128,14 +142,14 @@ impl ReadPipeCore {
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
-        let read = READ_BUF.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => sys::pipe::read(core.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n])),
-            // Only a callback running inside a read could get here; it gets a buffer of its own.
-            Err(_) => {
-                let mut buf = vec![0; MAX_READ];
-                sys::pipe::read(core.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n]))
+        // `os.read(fd, max_size)`: a negative size is its `EINVAL`.
+        let max_read = core.st.borrow_mut(py).max_read;
+        let read = match usize::try_from(max_read) {
+            Ok(max) => {
+                super::read_bytes(py, max, |buf| sys::pipe::read(core.fd, buf).map(|n| (n, ())))?.map(|(data, ())| data)
             }
-        });
+            Err(_) => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+        };
         let (protocol, transport) = {
             let st = core.st.borrow_mut(py);
             (

@@ -293,6 +293,47 @@ def test_read_pipe_data_received_error_goes_to_the_exception_handler(loop, pipe,
     assert isinstance(handler_calls[0]["exception"], ZeroDivisionError)
 
 
+def test_read_pipe_max_size_bounds_each_read(loop, pipe):
+    rfile, wfile = pipe
+
+    class Sizes(Recorder):
+        sizes = ()
+
+        def data_received(self, data):
+            self.sizes += (len(data),)
+            super().data_received(data)
+
+    async def main():
+        transport, proto = await wait(loop.connect_read_pipe(Sizes, rfile))
+        assert transport.max_size == type(transport).max_size == 256 * 1024
+        transport.max_size = 300
+        assert transport.max_size == 300
+        data = payload(1000)
+        os.write(wfile.fileno(), data)
+        assert await proto.read(1000) == data
+        assert max(proto.sizes) <= 300 and len(proto.sizes) >= 4
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_read_pipe_negative_max_size_is_a_fatal_read_error(loop, pipe, handler_calls):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_read_pipe(Recorder, rfile))
+        transport.max_size = -1
+        os.write(wfile.fileno(), b"data")
+        exc = await wait(proto.lost)
+        assert isinstance(exc, OSError) and exc.errno == errno.EINVAL
+        assert proto.data == b""
+
+    loop.run_until_complete(main())
+    assert len(handler_calls) == 1
+    assert handler_calls[0]["message"] == "Fatal read error on pipe transport"
+
+
 def test_read_pipe_set_protocol(loop, pipe):
     rfile, wfile = pipe
 

@@ -320,6 +320,69 @@ def test_reads_of_mixed_sizes_arrive_whole_and_in_order(loop):
     loop.run_until_complete(main())
 
 
+class ChunkSizes(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def data_received(self, data):
+        self.sizes.append(len(data))
+        super().data_received(data)
+
+
+@pytest.mark.parametrize("max_size", [1000, 300 * 1024])
+def test_max_size_set_on_a_transport_bounds_each_read(loop, max_size):
+    async def main():
+        transport, proto, peer = await transport_pair(loop, ChunkSizes)
+        with peer:
+            assert transport.max_size == type(transport).max_size == 256 * 1024
+            transport.max_size = max_size
+            assert transport.max_size == max_size
+            assert type(transport).max_size == 256 * 1024
+            data = payload(5 * max_size + 7)
+            await wait(loop.sock_sendall(peer, data))
+            assert await proto.read(len(data)) == data
+            assert max(proto.sizes) <= max_size
+            assert len(proto.sizes) >= 6
+            transport.close()
+            await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_max_size_set_on_a_stream_transport(loop):
+    async def main():
+        with listener() as lsock:
+            client = socket.create_connection(lsock.getsockname())
+            reader, writer = await wait(asyncio.open_connection(sock=client))
+            peer, _ = lsock.accept()
+        with peer:
+            writer.transport.max_size = 100
+            data = payload(100_000)
+            peer.sendall(data)
+            assert await wait(reader.readexactly(len(data))) == data
+            writer.close()
+            await wait(writer.wait_closed())
+
+    loop.run_until_complete(main())
+
+
+def test_negative_max_size_is_a_fatal_read_error(loop, handler_calls):
+    async def main():
+        transport, proto, peer = await transport_pair(loop, ChunkSizes)
+        with peer:
+            transport.max_size = -1
+            await wait(loop.sock_sendall(peer, b"data"))
+            exc = await wait(proto.lost)
+            assert isinstance(exc, ValueError)
+            assert proto.data == b""
+
+    loop.run_until_complete(main())
+    assert len(handler_calls) == 1
+    assert handler_calls[0]["message"] == "Fatal read error on socket transport"
+    assert isinstance(handler_calls[0]["exception"], ValueError)
+
+
 def test_close_does_not_deliver_more_data(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)

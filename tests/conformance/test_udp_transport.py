@@ -236,6 +236,40 @@ def test_datagram_received_error_goes_to_the_exception_handler(loop, handler_cal
     assert isinstance(handler_calls[0]["exception"], ZeroDivisionError)
 
 
+def test_max_size_bounds_each_datagram(loop):
+    async def main():
+        transport, proto = await _local_endpoint(loop)
+        assert transport.max_size == type(transport).max_size == 256 * 1024
+        transport.max_size = 10
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.bind(("127.0.0.1", 0))
+            address = transport.get_extra_info("sockname")
+            peer.sendto(b"0123456789abcdef", address)
+            assert await wait(proto.queue.get()) == (b"0123456789", peer.getsockname())
+            transport.max_size = 300 * 1024
+            peer.sendto(b"x" * 60_000, address)
+            assert await wait(proto.queue.get()) == (b"x" * 60_000, peer.getsockname())
+        transport.close()
+        await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_negative_max_size_is_a_fatal_read_error(loop, handler_calls):
+    async def main():
+        transport, proto = await _local_endpoint(loop)
+        transport.max_size = -1
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
+            peer.sendto(b"data", transport.get_extra_info("sockname"))
+            exc = await wait(proto.lost)
+        assert isinstance(exc, ValueError)
+        assert proto.queue.empty()
+
+    loop.run_until_complete(main())
+    assert len(handler_calls) == 1
+    assert handler_calls[0]["message"] == "Fatal read error on datagram transport"
+
+
 def test_connected_endpoint_refuses_another_address(loop):
     async def main():
         with closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as (peer,):
