@@ -138,7 +138,8 @@ pub struct LoopCore {
     /// shared by the handles scheduled since while the context held the same variables (see
     /// `context_snapshot`).
     context_snapshot: GilCell<Option<Py<PyAny>>>,
-    /// `{"loop": self}` once made (see `loop_kwargs`); it holds the loop, so it is traversed.
+    /// `{"loop": self}` while the loop runs (see `loop_kwargs`); it holds the loop, so it is
+    /// traversed.
     loop_kwargs: GilCell<Option<Py<PyDict>>>,
     /// `_thread_id`: the id of the thread running the loop, `None` when it is not running (set
     /// by the Python side around `run_forever`); `is_running()` reads it.
@@ -259,19 +260,25 @@ impl LoopCore {
         ffi::call_kw(py, c.future.bind(py), &[], c.kw_loop.bind(py), &[slf.as_any()])
     }
 
-    /// `{"loop": self}`, made once per loop: the keyword arguments of `Future(loop=self)` and
-    /// `Task(coro, loop=self)` when those types take calls only through `tp_call`, which gets
-    /// it as is (their `__init__` only reads it; a Python `__init__` gets a copy). Through
-    /// vectorcall each call would build, fill and free a dict of its own.
+    /// `{"loop": self}`, made once per run of the loop: the keyword arguments of
+    /// `Future(loop=self)` and `Task(coro, loop=self)` when those types take calls only through
+    /// `tp_call`, which gets it as is (their `__init__` only reads it; a Python `__init__` gets a
+    /// copy). Through vectorcall each call would build, fill and free a dict of its own. The
+    /// dict holds the loop, so it is kept only while the loop runs (when the frame running it
+    /// holds it anyway): a loop that has stopped is freed as soon as its last reference goes,
+    /// as the stdlib's is, not at the next collection of cycles.
     fn loop_kwargs<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
         let py = slf.py();
-        if let Some(kwargs) = slf.get().loop_kwargs.borrow_mut(py).as_ref() {
+        let core = slf.get();
+        if let Some(kwargs) = core.loop_kwargs.borrow_mut(py).as_ref() {
             return Ok(kwargs.bind(py).clone());
         }
         let kwargs = PyDict::new(py);
         kwargs.set_item(intern!(py, "loop"), slf)?;
-        let old = slf.get().loop_kwargs.borrow_mut(py).replace(kwargs.clone().unbind());
-        drop(old);
+        if core.running.load(Ordering::Relaxed) {
+            let old = core.loop_kwargs.borrow_mut(py).replace(kwargs.clone().unbind());
+            drop(old);
+        }
         Ok(kwargs)
     }
 
@@ -902,17 +909,21 @@ impl LoopCore {
             }
         }
         core.running.store(true, Ordering::Relaxed);
-        let _running = Running(&core.running);
-        loop {
+        let running = Running(&core.running);
+        let result = loop {
             if let Err(e) = run::run_once(slf) {
-                core.stopping.store(false, Ordering::Relaxed);
-                return Err(e);
+                break Err(e);
             }
             if core.stopping.load(Ordering::Relaxed) {
-                core.stopping.store(false, Ordering::Relaxed);
-                return Ok(());
+                break Ok(());
             }
-        }
+        };
+        core.stopping.store(false, Ordering::Relaxed);
+        drop(running);
+        // Kept only while the loop runs (see `loop_kwargs`).
+        let kwargs = core.loop_kwargs.borrow_mut(slf.py()).take();
+        drop(kwargs);
+        result
     }
 
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {

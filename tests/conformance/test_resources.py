@@ -52,6 +52,30 @@ def test_unclosed_dropped_loop_with_sleeping_task_is_collected(loop_kind):
         gc.collect()  # the pending task's "destroyed but pending" report happens here
 
 
+def test_closed_loop_that_ran_tasks_is_freed_with_its_last_reference(loop_kind):
+    # Freed by reference counting, not left for a collection of cycles: code that checks
+    # for reference cycles (tornado's tests do) sees none from the loop.
+    lp = _untracked_loop(loop_kind)
+
+    async def main():
+        await asyncio.gather(*(asyncio.sleep(0) for _ in range(3)))
+        return 1
+
+    assert lp.run_until_complete(main()) == 1
+    lp.create_future()
+    lp.create_task(asyncio.sleep(0)).cancel()
+    lp.run_until_complete(asyncio.sleep(0))
+    lp.close()
+    lp.create_future()
+    ref = weakref.ref(lp)
+    gc.disable()
+    try:
+        del lp
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 def test_cycle_through_fired_handle_held_by_its_object_is_collected(loop):
     obj = Holder()
     obj.handle = loop.call_soon(obj.method)
