@@ -24,7 +24,7 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, format_helpers, futures, tasks
+from asyncio import base_events, coroutines, events, format_helpers, futures, tasks, unix_events
 from asyncio.log import logger
 
 from ._core import LoopCore
@@ -50,19 +50,6 @@ def _is_open(fd):
     except OSError:
         return False
     return True
-
-
-def _run_until_complete_cb(fut):
-    if not fut.cancelled():
-        exc = fut.exception()
-        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-            # Those exceptions stop the loop by propagating out of run_forever itself.
-            return
-    futures._get_loop(fut).stop()
-
-
-def _sighandler_noop(signum, frame):
-    """A Python-level handler so the C handler writes the signal to the wakeup fd."""
 
 
 def _format_callback(callback, args, debug):
@@ -192,7 +179,9 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         if new_task:
             # The caller never sees this task, so don't warn that it was destroyed pending.
             future._log_destroy_pending = False
-        future.add_done_callback(_run_until_complete_cb)
+        # The stdlib's own callback: libraries recognise the task the loop drives by it (anyio
+        # takes that task for the root of its task tree).
+        future.add_done_callback(base_events._run_until_complete_cb)
         try:
             self.run_forever()
         except BaseException:
@@ -201,7 +190,7 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
                 future.exception()
             raise
         finally:
-            future.remove_done_callback(_run_until_complete_cb)
+            future.remove_done_callback(base_events._run_until_complete_cb)
         if not future.done():
             raise RuntimeError("Event loop stopped before Future completed.")
         return future.result()
@@ -624,7 +613,9 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         handle = events.Handle(callback, args, self, None)
         self._signal_handlers[sig] = handle
         try:
-            signal.signal(sig, _sighandler_noop)
+            # The stdlib's no-op handler (code may compare `signal.getsignal()` with it): a
+            # Python-level handler, so that the C handler writes the signal to the wakeup fd.
+            signal.signal(sig, unix_events._sighandler_noop)
             # Don't let the signal interrupt blocking system calls made by callbacks.
             signal.siginterrupt(sig, False)
         except OSError as exc:

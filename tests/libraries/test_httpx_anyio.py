@@ -177,3 +177,22 @@ def test_json_body_types(run):
             return out
 
     assert run(main) == values
+
+
+def test_anyio_finds_the_task_run_until_complete_drives(loop_factory):
+    # anyio ties its worker threads to the root task, which it recognises by the stdlib's
+    # run_until_complete callback among a task's done callbacks (its find_root_task).
+    from anyio._backends._asyncio import find_root_task
+
+    async def child():
+        return find_root_task()
+
+    async def main():
+        return asyncio.current_task(), await asyncio.create_task(child())
+
+    loop = loop_factory()
+    try:
+        task, root = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert root is task
