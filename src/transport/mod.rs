@@ -358,8 +358,13 @@ impl StreamCore {
             Err(e) => return Self::fatal(slf, e, READ_FAILED),
         };
         let read = match core.large_waiting(py, max) {
-            Some(waiting) => ffi::bytes_read_into(py, waiting, |buf| sys::net::recv_uninit(core.fd, buf))?,
-            None => recv_bytes(py, core.fd, max)?,
+            Some(waiting) => ffi::bytes_read_into(py, waiting, |buf| sys::net::recv_uninit(core.fd, buf)),
+            None => recv_bytes(py, core.fd, max),
+        };
+        // No memory for the bytes object: a fatal read error, as `sock.recv`'s is for the stdlib.
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => return Self::fatal(slf, e, READ_FAILED),
         };
         let (got, data) = match read {
             Ok((n, data)) => (Ok(n), Some(data)),

@@ -383,6 +383,19 @@ def test_negative_max_size_is_a_fatal_read_error(loop, handler_calls):
     assert isinstance(handler_calls[0]["exception"], ValueError)
 
 
+def test_max_size_too_large_to_allocate_is_a_fatal_read_error(loop, handler_calls):
+    async def main():
+        transport, proto, peer = await transport_pair(loop)
+        with peer:
+            transport.max_size = 1 << 50  # more than a process can address
+            await wait(loop.sock_sendall(peer, b"data"))
+            assert isinstance(await wait(proto.lost), MemoryError)
+            assert proto.data == b""
+
+    loop.run_until_complete(main())
+    assert [c["message"] for c in handler_calls] == ["Fatal read error on socket transport"]
+
+
 def test_close_does_not_deliver_more_data(loop):
     async def main():
         transport, proto, peer = await transport_pair(loop)
