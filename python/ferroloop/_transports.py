@@ -124,12 +124,13 @@ class _ReadSize:
     the stdlib."""
 
     def __get__(self, transport, owner=None):
-        if transport is None or transport._core is None:
+        if transport is None:
             return 256 * 1024
-        return transport._core.max_read
+        return transport.__dict__.get("_max_size", 256 * 1024)
 
     def __set__(self, transport, size):
-        transport._core.max_read = size
+        transport._core.set_max_read(size)
+        transport.__dict__["_max_size"] = size
 
 
 class _CoreReading:

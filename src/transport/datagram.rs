@@ -265,13 +265,7 @@ impl DatagramCore {
         }
     }
 
-    /// The transport's `max_size` (see `_transports._ReadSize`).
-    #[getter]
-    fn max_read(&self, py: Python<'_>) -> isize {
-        self.st.borrow_mut(py).max_read
-    }
-
-    #[setter]
+    /// Sets the transport's `max_size` (see `_transports._ReadSize`).
     fn set_max_read(&self, py: Python<'_>, size: isize) {
         self.st.borrow_mut(py).max_read = size;
     }

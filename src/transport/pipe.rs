@@ -115,13 +115,7 @@ impl ReadPipeCore {
         }
     }
 
-    /// The transport's `max_size` (see `_transports._ReadSize`).
-    #[getter]
-    fn max_read(&self, py: Python<'_>) -> isize {
-        self.st.borrow_mut(py).max_read
-    }
-
-    #[setter]
+    /// Sets the transport's `max_size` (see `_transports._ReadSize`).
     fn set_max_read(&self, py: Python<'_>, size: isize) {
         self.st.borrow_mut(py).max_read = size;
     }
