@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sys::install_fork_hook().map_err(errors::os_error)?;
+    ffi::prepare(m.py());
     m.add_class::<r#loop::LoopCore>()?;
     ffi::fastcall::install::<r#loop::LoopCore>(m.py(), r#loop::FAST_METHODS)?;
     ffi::fastcall::install::<r#loop::Handle>(m.py(), r#loop::HANDLE_METHODS)?;

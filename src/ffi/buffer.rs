@@ -5,8 +5,9 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyType};
+
+use super::GilOnce;
 
 /// Calls `f` with the contiguous bytes of `obj`.
 pub fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
@@ -102,7 +103,7 @@ struct SslTypes {
 }
 
 fn ssl_types(py: Python<'_>) -> PyResult<&'static SslTypes> {
-    static TYPES: PyOnceLock<SslTypes> = PyOnceLock::new();
+    static TYPES: GilOnce<SslTypes> = GilOnce::new();
     TYPES.get_or_try_init(py, || {
         let ssl = py.import("_ssl")?;
         Ok(SslTypes {
@@ -141,7 +142,7 @@ pub fn memory_bio_write<'py>(bio: &Bound<'py, PyAny>, data: &[u8]) -> PyResult<O
             ffi::PyMemoryView_FromMemory(data.as_ptr().cast_mut().cast(), len, ffi::PyBUF_READ),
         )?
     };
-    let written = bio.call_method1(pyo3::intern!(py, "write"), (&view,));
+    let written = bio.call_method1(super::intern!(py, "write"), (&view,));
     drop(view);
     written.map(Some)
 }

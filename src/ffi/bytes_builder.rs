@@ -114,8 +114,8 @@ impl<'py> BytesBuilder<'py> {
                 ffi::PyMemoryView_FromMemory(start.cast(), want as ffi::Py_ssize_t, ffi::PyBUF_WRITE),
             )?
         };
-        let read = sslobj.call_method1(pyo3::intern!(py, "read"), (want, &view));
-        if let Err(e) = view.call_method0(pyo3::intern!(py, "release")) {
+        let read = sslobj.call_method1(super::intern!(py, "read"), (want, &view));
+        if let Err(e) = view.call_method0(super::intern!(py, "release")) {
             // Something still holds an export of the view, so of the object's storage: never
             // free or move it.
             self.obj = std::ptr::null_mut();

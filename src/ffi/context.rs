@@ -18,7 +18,8 @@ use std::ffi::c_void;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
+
+use super::GilOnce;
 
 /// `struct _pycontextobject` up to the field read here.
 #[repr(C)]
@@ -41,7 +42,7 @@ unsafe fn vars_of(ctx: *mut ffi::PyObject) -> *const c_void {
 
 /// Whether contexts can be compared on this interpreter (see the module docs).
 pub fn sharing_supported(py: Python<'_>) -> bool {
-    static SUPPORTED: PyOnceLock<bool> = PyOnceLock::new();
+    static SUPPORTED: GilOnce<bool> = GilOnce::new();
     *SUPPORTED.get_or_init(py, || layout_holds(py).unwrap_or(false))
 }
 
@@ -89,7 +90,7 @@ unsafe fn thread_context_at(offset: usize) -> *mut ffi::PyObject {
 
 /// The offset of the thread state's context on this interpreter, if the check passed.
 fn thread_context_offset(py: Python<'_>) -> Option<usize> {
-    static OFFSET: PyOnceLock<Option<usize>> = PyOnceLock::new();
+    static OFFSET: GilOnce<Option<usize>> = GilOnce::new();
     *OFFSET.get_or_init(py, || {
         let v = py.version_info();
         let offset = thread_context_offset_for((v.major, v.minor))?;
@@ -115,6 +116,15 @@ fn thread_field_holds(py: Python<'_>, offset: usize) -> PyResult<bool> {
         }
         let after = thread_context_at(offset);
         Ok(inside == context.as_ptr() && after == before && before != inside)
+    }
+}
+
+/// Settles, at import, what `sharing_supported` and `current` find out about the interpreter
+/// on first use. Finding out makes and enters a context, which may run the collector and so
+/// Python code: not something to happen on a first `call_soon` made with loop state borrowed.
+pub fn prepare(py: Python<'_>) {
+    if sharing_supported(py) {
+        thread_context_offset(py);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod fastcall;
 pub mod freelist;
 mod gil_cell;
 mod layout;
+mod once;
 
 pub use buffer::{
     bytearray_extend, bytearray_fill_tail, is_memory_bio, is_ssl_socket, memory_bio_write, type_version_tag,
@@ -20,6 +21,8 @@ pub use bytes_builder::BytesBuilder;
 
 pub use gil_cell::{GilCell, GilRefMut};
 pub use layout::{DropValues, Layout1, Layout2};
+pub(crate) use once::intern;
+pub use once::GilOnce;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -240,8 +243,15 @@ pub fn call_kw<'py>(
 type GetMethod =
     unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut *mut ffi::PyObject) -> std::os::raw::c_int;
 
+/// What the crate learns about the interpreter once, settled at import rather than on first use
+/// (see `context::prepare`).
+pub fn prepare(py: Python<'_>) {
+    context::prepare(py);
+    get_method(py);
+}
+
 fn get_method(py: Python<'_>) -> Option<GetMethod> {
-    static GET_METHOD: pyo3::sync::PyOnceLock<Option<usize>> = pyo3::sync::PyOnceLock::new();
+    static GET_METHOD: GilOnce<Option<usize>> = GilOnce::new();
     let address = *GET_METHOD.get_or_init(py, || {
         // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only searches the loaded
         // objects; it returns NULL when the symbol is absent.

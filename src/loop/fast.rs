@@ -7,11 +7,12 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt};
-use pyo3::{intern, Borrowed};
+use pyo3::Borrowed;
 
 use super::args::CallArgs;
 use super::{Handle, LoopCore, TimerHandle};
 use crate::ffi::fastcall::{FastArgs, MethodSpec};
+use crate::ffi::intern;
 use crate::{fast_method, sys};
 
 /// `method(fixed..., callback, *args, context=None)`, parsed.

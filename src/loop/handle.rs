@@ -19,12 +19,11 @@ use std::sync::Arc;
 use pyo3::basic::CompareOp;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyFloat, PyTuple};
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::args::CallArgs;
-use crate::ffi::{self, GilCell};
+use crate::ffi::{self, intern, GilCell, GilOnce};
 
 #[derive(Default)]
 struct Fields {
@@ -333,7 +332,7 @@ impl Handle {
         }
         parts.extend(extra);
         if let (Some(cb), Some(args)) = (callback, args) {
-            static FORMAT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            static FORMAT: GilOnce<Py<PyAny>> = GilOnce::new();
             let format = FORMAT.import(py, "asyncio.format_helpers", "_format_callback_source")?;
             // 3.13 shows the arguments only when told the loop is in debug mode; a handle made in
             // debug mode is the one with a source traceback.
@@ -585,7 +584,7 @@ impl TimerHandle {
     /// the stdlib's), and equal when deadline, callback, arguments and cancellation all are.
     fn __richcmp__<'py>(slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        static TIMER_HANDLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static TIMER_HANDLE: GilOnce<Py<PyAny>> = GilOnce::new();
         if !other.is_instance(TIMER_HANDLE.import(py, "asyncio.events", "TimerHandle")?)? {
             return Ok(py.NotImplemented());
         }

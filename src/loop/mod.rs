@@ -28,9 +28,8 @@ use std::sync::{Arc, Mutex};
 use mio::{Events, Poll, Registry, Token, Waker};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyWeakrefReference};
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use args::CallArgs;
 pub(crate) use fast::{HANDLE_METHODS, METHODS as FAST_METHODS, TIMER_METHODS};
@@ -38,7 +37,7 @@ pub(crate) use handle::install_lifecycle as install_handle_lifecycle;
 pub use handle::{Handle, TimerHandle};
 
 use crate::errors;
-use crate::ffi::{self, GilCell, GilRefMut};
+use crate::ffi::{self, intern, GilCell, GilOnce, GilRefMut};
 use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
@@ -66,7 +65,7 @@ struct Classes {
 }
 
 fn classes(py: Python<'_>) -> PyResult<&'static Classes> {
-    static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
+    static CLASSES: GilOnce<Classes> = GilOnce::new();
     CLASSES.get_or_try_init(py, || {
         let asyncio = py.import("asyncio")?;
         let names = |n: &[&str]| PyTuple::new(py, n).map(Bound::unbind);
@@ -406,7 +405,8 @@ impl LoopCore {
             return Ok((self.replace_snapshot(py, ffi::copy_context(py)?), true));
         };
         // Where the thread state can be read, the current context is compared in place and
-        // copied only when the snapshot will not do.
+        // copied only when the snapshot will not do. Reading it runs no Python code and keeps
+        // the GIL (what it needs was settled at import, `ffi::prepare`), so the borrow may stay.
         if let Some(current) = ffi::context::current(py) {
             if ffi::context::same_vars(shared.bind(py), &current) {
                 return Ok((shared.clone_ref(py), true));

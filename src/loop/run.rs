@@ -14,11 +14,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::handle::{release_contents, Handle};
 use super::{LoopCore, WAKER_TOKEN};
+use crate::ffi::intern;
 use crate::{errors, ffi, sys};
 
 /// While other Python threads exist, a busy loop lets go of the GIL around its poll at most this

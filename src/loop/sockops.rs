@@ -10,9 +10,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::LoopCore;
+use crate::ffi::intern;
 use crate::transport::recv_bytes;
 use crate::{errors, sys};
 

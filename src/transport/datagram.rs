@@ -24,11 +24,11 @@ use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError, PyValue
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::gate::ReadGate;
 use super::{addr, MAX_READ};
-use crate::ffi::{self, GilCell};
+use crate::ffi::{self, intern, GilCell};
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
 

@@ -41,9 +41,9 @@ use pyo3::exceptions::{PyBufferError, PyMemoryError, PyRuntimeError, PyTypeError
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
-use crate::ffi::{self, GilCell};
+use crate::ffi::{self, intern, GilCell};
 use crate::r#loop::io::Wants;
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};

@@ -16,12 +16,12 @@ use pyo3::exceptions::{PyAssertionError, PyMemoryError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::gate::ReadGate;
 use super::wbuf::{self, WriteBuffer};
 use super::MAX_READ;
-use crate::ffi::GilCell;
+use crate::ffi::{intern, GilCell};
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
 

@@ -15,12 +15,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::exceptions::PyNotImplementedError;
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyInt, PyType};
 
-use crate::ffi;
+use crate::ffi::{self, intern, GilOnce};
 
 struct Classes {
     reader: Py<PyType>,
@@ -30,7 +28,7 @@ struct Classes {
 }
 
 fn classes(py: Python<'_>) -> PyResult<&Classes> {
-    static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
+    static CLASSES: GilOnce<Classes> = GilOnce::new();
     CLASSES.get_or_try_init(py, || {
         let streams = py.import("asyncio.streams")?;
         Ok(Classes {

@@ -27,12 +27,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use pyo3::exceptions::{PyAttributeError, PyException, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PySlice, PyTuple};
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::{is_bytes_like, reader, StreamCore, MAX_READ, READ_BUF};
-use crate::ffi::{self, BytesBuilder, GilCell};
+use crate::ffi::{self, intern, BytesBuilder, GilCell, GilOnce};
 use crate::{errors, sys};
 
 const FATAL: &str = "Fatal error on SSL protocol";
@@ -46,7 +45,7 @@ struct Known {
 }
 
 fn known(py: Python<'_>) -> PyResult<&'static Known> {
-    static KNOWN: PyOnceLock<Known> = PyOnceLock::new();
+    static KNOWN: GilOnce<Known> = GilOnce::new();
     KNOWN.get_or_try_init(py, || {
         let sslproto = py.import("asyncio.sslproto")?;
         let ssl = py.import("ssl")?;

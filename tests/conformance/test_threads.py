@@ -287,3 +287,44 @@ def test_thread_gets_the_gil_while_the_loop_stays_busy(loop, with_fd):
             loop.remove_reader(other_r)
             other_r.close()
             other_w.close()
+
+
+# A worker thread's first call_soon_threadsafe() in a fresh process, while the loop is busy:
+# everything the loop looks up lazily on that path (the current context, interned names) must be
+# ready without letting go of the GIL, or the loop thread runs in the middle of it.
+_FIRST_THREADSAFE_CALL = """
+import operator, threading
+from functools import partial
+
+loop = new_loop()
+hits = []
+
+def from_thread():
+    # Only C calls, so no switch to the loop thread in between: a long computation (the busy
+    # loop thread asks for the GIL meanwhile), then two calls into the loop.
+    list(map(operator.call, [
+        partial(sum, range(3_000_000)),
+        partial(loop.call_soon_threadsafe, hits.append, 1),
+        partial(loop.call_soon_threadsafe, hits.append, 2),
+    ]))
+
+async def main():
+    loop.call_soon(hits.clear)
+    await asyncio.sleep(0)
+    thread = threading.Thread(target=from_thread)
+    thread.start()
+    while len(hits) < 2:
+        await asyncio.sleep(0)
+    thread.join()
+
+loop.run_until_complete(main())
+loop.close()
+print(hits)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_first_call_soon_threadsafe_of_a_process_while_the_loop_is_busy(script, attempt):
+    out = script.run(_FIRST_THREADSAFE_CALL, via_main=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1, 2]"
