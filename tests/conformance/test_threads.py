@@ -1,8 +1,11 @@
 """Cross-thread entry points: call_soon_threadsafe, run_coroutine_threadsafe."""
 
 import asyncio
+import collections
 import concurrent.futures
+import contextvars
 import os
+import random
 import socket
 import threading
 import time
@@ -328,3 +331,68 @@ def test_first_call_soon_threadsafe_of_a_process_while_the_loop_is_busy(script, 
     out = script.run(_FIRST_THREADSAFE_CALL, via_main=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[1, 2]"
+
+
+def test_threads_scheduling_into_a_busy_loop_lose_nothing(loop):
+    # Four threads schedule callbacks and coroutines, and cancel some of them, while the loop runs
+    # tasks, timers and futures: every callback not cancelled runs exactly once (a cancelled one at
+    # most once: it may run before the thread cancels it), in the context it was given, and every
+    # coroutine's future gets its result.
+    var = contextvars.ContextVar("var", default=None)
+    ran = collections.Counter()
+    contexts_seen = []
+    expected = collections.Counter()
+    in_context = set()
+    cancelled = set()  # cancelled from the thread: each may have run before it was cancelled
+    futures = []
+
+    def callback(key):
+        ran[key] += 1
+        contexts_seen.append((key, var.get()))
+
+    async def square(i):
+        await asyncio.sleep(0)
+        return i * i
+
+    def worker(n):
+        rnd = random.Random(n)
+        for i in range(600):
+            key = (n, i)
+            op = rnd.randrange(4)
+            if op == 0:
+                loop.call_soon_threadsafe(callback, key)
+                expected[key] += 1
+            elif op == 1:
+                ctx = contextvars.copy_context()
+                ctx.run(var.set, key)
+                loop.call_soon_threadsafe(callback, key, context=ctx)
+                expected[key] += 1
+                in_context.add(key)
+            elif op == 2:
+                loop.call_soon_threadsafe(callback, key).cancel()
+                cancelled.add(key)
+            else:
+                futures.append((i, asyncio.run_coroutine_threadsafe(square(i), loop)))
+            if rnd.random() < 0.05:
+                sum(range(20_000))  # hold the GIL in C for a while
+
+    async def busy():
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            await asyncio.gather(*(asyncio.sleep(0) for _ in range(5)))
+            loop.call_later(0.001, lambda: None)
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, None)
+            await fut
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(busy())
+    assert all(ran[key] == 1 for key in expected)
+    assert all(n == 1 and (key in expected or key in cancelled) for key, n in ran.items())
+    assert in_context
+    assert all(seen == (key if key in in_context else None) for key, seen in contexts_seen)
+    assert len(futures) > 0
+    assert all(f.result(timeout=5) == i * i for i, f in futures)
