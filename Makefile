@@ -1,5 +1,5 @@
 .DEFAULT_GOAL := help
-.PHONY: help example test lint fmt bench
+.PHONY: help example test lint fmt bench memcheck
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -9,6 +9,9 @@ example: ## Build ferroloop and run examples/hello.py on it
 
 test: ## Build for Python 3.11-3.13 and run every test (lints, conformance, CPython's test_asyncio)
 	@scripts/test.sh
+
+memcheck: ## Run ferroloop's tests under valgrind's memcheck (needs valgrind; slow)
+	@scripts/memcheck.sh
 
 lint: ## cargo fmt/clippy and ruff
 	cargo fmt --check
