@@ -29,5 +29,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::TlsCore>()?;
     m.add("DEFAULT_HIGH_WATER", transport::DEFAULT_HIGH_WATER)?;
     m.add("DEFAULT_LOW_WATER", transport::DEFAULT_LOW_WATER)?;
+    m.add("MAX_READ", transport::MAX_READ)?;
     Ok(())
 }

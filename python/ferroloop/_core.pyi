@@ -99,6 +99,7 @@ class LoopCore:
 
 DEFAULT_HIGH_WATER: int
 DEFAULT_LOW_WATER: int
+MAX_READ: int
 
 class StreamCore:
     """The native half of a stream socket transport (see ``ferroloop._transports``)."""

@@ -28,6 +28,7 @@ from asyncio.log import logger
 from ._core import (
     DEFAULT_HIGH_WATER,
     DEFAULT_LOW_WATER,
+    MAX_READ,
     DatagramCore,
     ReadPipeCore,
     StreamCore,
@@ -117,10 +118,6 @@ def _whole_bytes(limit):
     return sys.maxsize if limit >= sys.maxsize else int(limit // 1)
 
 
-# The stdlib transports' `max_size`: the most one read takes unless a transport is given another.
-_MAX_READ = 256 * 1024
-
-
 class _ReadSize:
     """``max_size``, the most one read takes (what the stdlib's transports pass to ``recv``,
     ``recvfrom`` or ``os.read``): 256 KiB, or what was set on the transport, which its core then
@@ -129,8 +126,8 @@ class _ReadSize:
 
     def __get__(self, transport, owner=None):
         if transport is None:
-            return _MAX_READ
-        return transport.__dict__.get("_max_size", _MAX_READ)
+            return MAX_READ
+        return transport.__dict__.get("_max_size", MAX_READ)
 
     def __set__(self, transport, size):
         transport._core.set_max_read(size)
