@@ -10,6 +10,7 @@
 //! thread stored one first (possible only if computing it ran Python code, which can switch
 //! threads; the loser's value is dropped). Nothing in this module lets go of the GIL itself.
 
+use std::convert::Infallible;
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
@@ -23,9 +24,9 @@ impl<T> GilOnce<T> {
 
     #[inline]
     pub fn get_or_init(&self, py: Python<'_>, init: impl FnOnce() -> T) -> &T {
-        match self.0.get() {
-            Some(value) => value,
-            None => self.init(py, init),
+        match self.get_or_try_init(py, || Ok::<T, Infallible>(init())) {
+            Ok(value) => value,
+            Err(never) => match never {},
         }
     }
 
@@ -33,7 +34,7 @@ impl<T> GilOnce<T> {
     pub fn get_or_try_init<E>(&self, py: Python<'_>, init: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
         match self.0.get() {
             Some(value) => Ok(value),
-            None => self.try_init(py, init),
+            None => self.init(py, init),
         }
     }
 
@@ -41,14 +42,7 @@ impl<T> GilOnce<T> {
     /// other thread is inside the store, so it never waits.
     #[cold]
     #[inline(never)]
-    fn init(&self, _py: Python<'_>, init: impl FnOnce() -> T) -> &T {
-        let value = init();
-        self.0.get_or_init(move || value)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn try_init<E>(&self, _py: Python<'_>, init: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+    fn init<E>(&self, _py: Python<'_>, init: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
         let value = init()?;
         Ok(self.0.get_or_init(move || value))
     }
