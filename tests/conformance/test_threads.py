@@ -6,6 +6,7 @@ import concurrent.futures
 import contextvars
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -396,3 +397,110 @@ def test_threads_scheduling_into_a_busy_loop_lose_nothing(loop):
     assert all(seen == (key if key in in_context else None) for key, seen in contexts_seen)
     assert len(futures) > 0
     assert all(f.result(timeout=5) == i * i for i, f in futures)
+
+
+class _EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+def test_loops_in_several_threads_serve_each_other_spawn_children_and_take_signals(loop, loop_factory):
+    # Three loops, each in its own thread, each serving TCP echo and connecting to the others'
+    # servers, spawning children, calling into the others' loops and into the default executor,
+    # while this thread's loop handles signals sent from yet another thread: every echo comes
+    # back whole, every child is reaped by the loop that spawned it, every cross-loop call runs
+    # exactly once in the loop it was sent to, and every signal sent reaches the handler.
+    n_loops, rounds = 3, 12
+    loops, ports = [None] * n_loops, [None] * n_loops
+    ready = threading.Barrier(n_loops + 1, timeout=30)
+    done_sending = threading.Barrier(n_loops, timeout=60)
+    errors, echoes, children = [], collections.Counter(), collections.Counter()
+    calls_made, calls_run = collections.Counter(), collections.Counter()
+    lock = threading.Lock()
+
+    def cross_call(sender, target):
+        with lock:
+            calls_run[(sender, target, threading.get_ident() == loops[target][1])] += 1
+
+    async def client(i, rnd):
+        for _ in range(rounds):
+            j = rnd.randrange(n_loops)
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports[j])
+            payload = os.urandom(rnd.choice((1, 1000, 70_000)))
+            writer.write(payload)
+            if await reader.readexactly(len(payload)) != payload:
+                errors.append(f"echo {i}->{j} came back changed")
+            writer.close()
+            await writer.wait_closed()
+            k = rnd.randrange(n_loops)
+            with lock:
+                calls_made[(i, k, True)] += 1
+            loops[k][0].call_soon_threadsafe(cross_call, i, k)
+            if rnd.random() < 0.3:
+                proc = await asyncio.create_subprocess_exec(
+                    "/bin/echo", str(i), stdout=asyncio.subprocess.PIPE
+                )
+                out, _ = await proc.communicate()
+                if (out, proc.returncode) != (f"{i}\n".encode(), 0):
+                    errors.append(f"child of loop {i}: {out!r} {proc.returncode}")
+                children[i] += 1
+            await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.0005)
+            with lock:
+                echoes[i] += 1
+
+    def thread_main(i):
+        lp = loop_factory()
+        loops[i] = (lp, threading.get_ident())
+
+        async def main():
+            server = await lp.create_server(_EchoProtocol, "127.0.0.1", 0)
+            ports[i] = server.sockets[0].getsockname()[1]
+            ready.wait()
+            await asyncio.gather(*(client(i, random.Random(i * 10 + c)) for c in range(2)))
+            await lp.run_in_executor(None, done_sending.wait)  # the others may still connect
+            await asyncio.sleep(0.05)
+            server.close()
+            await server.wait_closed()
+
+        try:
+            lp.run_until_complete(main())
+        except Exception as exc:  # reported below, with the thread's number
+            errors.append(f"loop {i}: {exc!r}")
+            ready.abort()
+            done_sending.abort()
+        finally:
+            lp.close()
+
+    signals = []
+    loop.add_signal_handler(signal.SIGUSR1, signals.append, 1)
+    threads = [threading.Thread(target=thread_main, args=(i,)) for i in range(n_loops)]
+    sent = 0
+    try:
+        for t in threads:
+            t.start()
+        ready.wait()
+
+        async def main():
+            nonlocal sent
+            while any(t.is_alive() for t in threads):
+                await loop.run_in_executor(None, os.kill, os.getpid(), signal.SIGUSR1)
+                sent += 1
+                deadline = loop.time() + 10
+                while len(signals) < sent and loop.time() < deadline:
+                    await asyncio.sleep(0.001)
+                assert signals == [1] * sent
+
+        loop.run_until_complete(asyncio.wait_for(main(), 120))
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert echoes == {i: 2 * rounds for i in range(n_loops)}
+    assert sum(children.values()) > 0
+    assert calls_run == calls_made
+    assert sent > 0 and signals == [1] * sent
