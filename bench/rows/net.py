@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 
 from . import Measurement, row
 from .support import (
@@ -150,3 +151,35 @@ for _api, _impl, _what in (
 )
 async def http_httptools(n: int) -> Measurement:
     return await http_row(n, tls=False)
+
+
+@row(
+    name="tcp_connect_close",
+    group="net",
+    unit="conns/s",
+    n=5_000,
+    n_quick=300,
+    description=(
+        "One process on one CPU, both ends on the loop under test: asyncio.open_connection to a "
+        "loop.create_server + asyncio.Protocol echo server, a 10-byte round-trip, close and "
+        "wait_closed, n times in a row (connection set-up and teardown, client and server side)."
+    ),
+)
+async def tcp_connect_close(n: int) -> Measurement:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(EchoProtocol, HOST, 0)
+    port = server_port(server)
+    message = b"0123456789"
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(message)
+            if await reader.readexactly(len(message)) != message:
+                raise AssertionError("the echo came back changed")
+            writer.close()
+            await writer.wait_closed()
+        elapsed = time.perf_counter() - t0
+    finally:
+        await close_server(server)
+    return Measurement(n, elapsed)
