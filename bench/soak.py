@@ -26,6 +26,7 @@ import datetime
 import gc
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -38,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from loops import ALL_LOOPS, loop_factory, loop_version  # noqa: E402
+from rows.support import HOST, EchoProtocol, close_server, ensure_certs, server_port, server_ssl_context  # noqa: E402
 from run import DEFAULT_PYTHON  # noqa: E402
 
 SAMPLE_EVERY = 200
@@ -53,14 +55,6 @@ def rss_kib() -> int:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
 
 
 class UdpEcho(asyncio.DatagramProtocol):
@@ -96,20 +90,18 @@ class Soak:
         self.skipped: dict[str, str] = {}
 
     async def start(self):
-        from rows.support import ensure_certs, server_ssl_context
-
         loop = self.loop
         certs = ensure_certs()
         self.client_ctx = ssl.create_default_context(cafile=str(certs.ca))
         self.tmp = tempfile.mkdtemp(prefix="ferroloop-soak-")
-        self.server = await loop.create_server(Echo, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.server = await loop.create_server(EchoProtocol, HOST, 0)
+        self.port = server_port(self.server)
         self.tls_server = await self.optional(
-            "tls", asyncio.start_server(stream_echo, "127.0.0.1", 0, ssl=server_ssl_context())
+            "tls", asyncio.start_server(stream_echo, HOST, 0, ssl=server_ssl_context())
         )
         self.unix_path = os.path.join(self.tmp, "echo.sock")
         self.unix_server = await self.optional("unix", asyncio.start_unix_server(stream_echo, self.unix_path))
-        self.udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
+        self.udp, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=(HOST, 0))
         self.udp_port = self.udp.get_extra_info("sockname")[1]
 
     async def optional(self, part, coro):
@@ -122,21 +114,21 @@ class Soak:
     async def stop(self):
         for server in (self.server, self.tls_server, self.unix_server):
             if server is not None:
-                server.close()
-                await server.wait_closed()
+                await close_server(server)
         self.udp.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     async def round(self, i):
         loop = self.loop
         for size in (10, 5000, 200_000):
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            reader, writer = await asyncio.open_connection(HOST, self.port)
             await check_echo(reader, writer, size)
             writer.close()
             await writer.wait_closed()
         if self.tls_server is not None:
-            port = self.tls_server.sockets[0].getsockname()[1]
+            port = server_port(self.tls_server)
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=self.client_ctx, server_hostname="localhost"
+                HOST, port, ssl=self.client_ctx, server_hostname="localhost"
             )
             await check_echo(reader, writer, 70_000)
             writer.close()
@@ -144,15 +136,15 @@ class Soak:
                 await writer.wait_closed()
             except (ConnectionError, ssl.SSLError):
                 pass
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = await asyncio.open_connection(HOST, self.port)
         writer.write(b"z" * 100_000)
         writer.transport.abort()
         try:
-            await asyncio.open_connection("127.0.0.1", 1)
+            await asyncio.open_connection(HOST, 1)
         except OSError:
             pass
         transport, _ = await loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", self.udp_port)
+            asyncio.DatagramProtocol, remote_addr=(HOST, self.udp_port)
         )
         transport.sendto(b"ping")
         transport.close()
@@ -175,7 +167,7 @@ class Soak:
         sock = socket.socket()
         sock.setblocking(False)
         try:
-            await loop.sock_connect(sock, ("127.0.0.1", self.port))
+            await loop.sock_connect(sock, (HOST, self.port))
             await loop.sock_sendall(sock, b"q" * 1000)
             got = 0
             while got < 1000:
