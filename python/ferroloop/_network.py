@@ -6,6 +6,10 @@ so their arguments, checks, errors and version differences are exactly the stdli
 on what ferroloop implements natively: the fd table (``_add_reader``/``_add_writer``), the
 scheduling methods, ``sock_*`` and ``getaddrinfo``.
 
+Two have shortcuts for their commonest case, with the stdlib's function for the rest:
+``_accept_connection`` (a plain server's connections) and ``create_connection`` (plain TCP to
+an IP address).
+
 Only methods that orchestrate are taken; none of them may reach selector-loop state
 (``_selector``, ``_ready``, ``_scheduled``), and none may use ``super()``, which would refer to
 the stdlib class. ``start_tls`` is the stdlib's too, run with ``sslproto.SSLProtocol`` naming
@@ -15,21 +19,26 @@ CPython's own test suite.
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import selectors
 import socket
 import types
 import weakref
-from asyncio import constants, events, selector_events, sslproto, unix_events
+from asyncio import base_events, constants, events, selector_events, sslproto, trsock, unix_events
 from asyncio.log import logger
 
 from . import _tls
+from ._sockets import SocketMixin
 from ._transports import (
     DATAGRAM_FAMILIES,
     DatagramTransport,
     ReadPipeTransport,
     SocketTransport,
     WritePipeTransport,
+    _sock_family,
+    _sock_type,
 )
 
 _STDLIB_LOOP = unix_events._UnixSelectorEventLoop
@@ -285,7 +294,198 @@ class _Taken:
         return attr if get is None else get(attr, obj, objtype)
 
 
+_stdlib_accept_connection = _take("_accept_connection")
+_ACCEPT_EMPTY = (BlockingIOError, InterruptedError, ConnectionAbortedError)
+_ACCEPT_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def _accept_connection(
+    self,
+    protocol_factory,
+    sock,
+    sslcontext=None,
+    server=None,
+    backlog=100,
+    ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+    ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+):
+    """The listening ``sock`` is readable: accept up to ``backlog`` connections.
+
+    The stdlib's method, with the same logging, errors and retry after running out of fds, but
+    for a plain TCP or Unix server each connection gets its protocol and transport here, at
+    once, instead of in a task per connection that awaits the transport's start for nothing
+    (the stdlib's ``_accept_connection2`` only waits on it for TLS handshakes). As there, an
+    error making them is reported in debug mode only; the connection is closed. TLS servers and
+    listening sockets of other classes take the stdlib's path.
+    """
+    if sslcontext or type(sock) is not socket.socket:
+        return _stdlib_accept_connection(
+            self,
+            protocol_factory,
+            sock,
+            sslcontext,
+            server,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
+    family, kind, proto = _sock_family(sock), _sock_type(sock), sock.proto
+    for _ in range(backlog):
+        try:
+            # `sock.accept()` less its enum conversions: the same call and the same socket.
+            fd, addr = sock._accept()
+            try:
+                conn = socket.socket(family, kind, proto, fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if self.get_debug():
+                logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+            conn.setblocking(False)
+        except _ACCEPT_EMPTY:
+            return None
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_OUT_OF_RESOURCES:
+                raise  # the loop reports it, as the stdlib's does
+            # Linux keeps reporting the listening socket readable: stop reading it for a while.
+            self.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                }
+            )
+            self._remove_reader(sock.fileno())
+            self.call_later(
+                constants.ACCEPT_RETRY_DELAY,
+                self._start_serving,
+                protocol_factory,
+                sock,
+                sslcontext,
+                server,
+                backlog,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+            )
+        else:
+            _serve_connection(self, protocol_factory, conn, addr, server)
+    return None
+
+
+def _serve_connection(loop, protocol_factory, conn, addr, server):
+    protocol = None
+    try:
+        protocol = protocol_factory()
+        loop._make_socket_transport(conn, protocol, extra={"peername": addr}, server=server)
+    except (SystemExit, KeyboardInterrupt):
+        conn.close()
+        raise
+    except BaseException as exc:
+        conn.close()
+        if loop.get_debug():
+            context = {"message": "Error on transport creation for incoming connection", "exception": exc}
+            if protocol is not None:
+                context["protocol"] = protocol
+            loop.call_exception_handler(context)
+
+
+_stdlib_create_connection = _take("create_connection")
+# The helpers the stdlib's `create_connection` calls that the shortcut below does not.
+_CONNECT_HELPERS = tuple(
+    (name, _take(name)) for name in ("_ensure_resolved", "_connect_sock", "_create_connection_transport")
+)
+# The keyword arguments the shortcut takes, at their defaults (`family` may be anything).
+_CONNECT_DEFAULTS = {
+    "ssl": None,
+    "proto": 0,
+    "flags": 0,
+    "sock": None,
+    "local_addr": None,
+    "server_hostname": None,
+    "ssl_handshake_timeout": None,
+    "ssl_shutdown_timeout": None,
+    "happy_eyeballs_delay": None,
+    "interleave": None,
+    "all_errors": False,
+}
+
+
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+_SOCK_CONNECT = SocketMixin.sock_connect
+
+
+def _connects_plainly(loop, host, kwargs):
+    """Whether ``create_connection(host=host, **kwargs)`` is a plain TCP connection to one
+    address, with the stdlib's helpers as they are: nothing the shortcut leaves out matters."""
+    if host is None:
+        return False
+    for name, value in kwargs.items():
+        if name != "family" and _CONNECT_DEFAULTS.get(name, ...) != value:
+            return False
+    loop_attrs = vars(loop)
+    for name, original in _CONNECT_HELPERS:
+        if name in loop_attrs or getattr(_STDLIB_LOOP, name) is not original:
+            return False
+    return True
+
+
+@functools.wraps(_stdlib_create_connection)
+async def _create_connection(self, protocol_factory, host=None, port=None, **kwargs):
+    """The stdlib's ``create_connection``, with its steps for a plain TCP connection to an IP
+    address (``open_connection("127.0.0.1", port)``) run in one frame: the same address, socket,
+    calls (``sock_connect``, ``_make_socket_transport``), errors and debug log, without the
+    frames of ``_ensure_resolved``, ``_connect_sock`` and ``_create_connection_transport``.
+    Anything else (TLS, a name to resolve, ``sock``, ``local_addr``, Happy Eyeballs) is the
+    stdlib's method."""
+    info = None
+    if _connects_plainly(self, host, kwargs):
+        info = base_events._ipaddr_info(host, port, kwargs.get("family", 0), socket.SOCK_STREAM, 0)
+    if info is None:
+        return await _stdlib_create_connection(self, protocol_factory, host, port, **kwargs)
+    family, type_, proto, _, address = info
+    # `_connect_sock`: a failure to make or connect the socket closes it and is raised as is
+    # (the stdlib raises a single address's exception unchanged). The socket is made
+    # non-blocking (`setblocking(False)` there) and needs none of `sock_connect`'s checks, nor
+    # its resolving, unless `sock_connect` was replaced.
+    sock = None
+    try:
+        sock = socket.socket(family=family, type=type_ | _NONBLOCK, proto=proto)
+        if "sock_connect" in vars(self) or type(self).sock_connect is not _SOCK_CONNECT:
+            await self.sock_connect(sock, address)
+        else:
+            await self._sock_connect_resolved(sock, address)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+    # `_create_connection_transport`.
+    try:
+        protocol = protocol_factory()
+    except BaseException:
+        sock.close()
+        raise
+    waiter = self.create_future()
+    transport = self._make_socket_transport(sock, protocol, waiter)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+    if self.get_debug():
+        logger.debug(
+            "%r connected to %s:%r: (%r, %r)",
+            transport.get_extra_info("socket"),
+            host,
+            port,
+            transport,
+            protocol,
+        )
+    return transport, protocol
+
+
 for _name in _TAKEN:
     setattr(NetworkMixin, _name, _Taken(_name))
 del _name
+NetworkMixin._accept_connection = _Taken("_accept_connection", _accept_connection)
+NetworkMixin.create_connection = _Taken("create_connection", _create_connection)
 NetworkMixin.start_tls = _Taken("start_tls", _rebound(_take("start_tls"), sslproto=_OwnSSLProto()))

@@ -23,6 +23,7 @@ Contract of every ``sock_*`` coroutine:
 
 from __future__ import annotations
 
+import _socket
 import functools
 import socket
 from asyncio import constants, exceptions
@@ -39,6 +40,10 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 _HAS_IPV6 = hasattr(socket, "AF_INET6")
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6) if _HAS_IPV6 else (socket.AF_INET,)
 _LITERAL_PROTOS = (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP)
+
+# A socket's family and type as plain ints: `socket.socket`'s properties build enums.
+_sock_family = _socket.socket.family.__get__
+_sock_type = _socket.socket.type.__get__
 
 
 def _check_socket(loop, sock):
@@ -313,17 +318,31 @@ class SocketMixin:
     async def sock_connect(self, sock, address):
         """Connect ``sock`` to ``address``; a host name is resolved first (for IPv4/IPv6)."""
         _check_socket(self, sock)
-        if sock.family in _INET_FAMILIES:
-            address = await self._resolve_for_socket(sock, address)
+        if isinstance(sock, _socket.socket):
+            # Plain ints: `socket.socket`'s properties build enums.
+            family, kind = _sock_family(sock), _sock_type(sock)
+        else:
+            family, kind = sock.family, sock.type
+        if family in _INET_FAMILIES:
+            host, port = address[:2]
+            info = _literal_addrinfo(host, port, family, kind, sock.proto, *address[2:])
+            if info is None:
+                infos = await self.getaddrinfo(
+                    host, port, family=sock.family, type=sock.type, proto=sock.proto
+                )
+                info = infos[0]
+            address = info[4]
+        return await self._sock_connect_resolved(sock, address)
+
+    async def _sock_connect_resolved(self, sock, address):
+        """``sock_connect`` once ``address`` is resolved."""
         try:
             sock.connect(address)
         except _WOULD_BLOCK:
             # In progress (EINPROGRESS, or EINTR, after which the connect goes on in the
             # background): the socket turns writable when it succeeds or fails.
-            pass
-        else:
-            return None
-        return await self._sock_wait(sock, True, self._sock_connect_ready, address)
+            return await self._sock_wait(sock, True, self._sock_connect_ready, address)
+        return None
 
     def _sock_connect_ready(self, fut, fd, sock, address):
         if fut.done():
@@ -344,14 +363,6 @@ class SocketMixin:
         else:
             self._remove_writer(fd)
             fut.set_result(None)
-
-    async def _resolve_for_socket(self, sock, address):
-        host, port = address[:2]
-        info = _literal_addrinfo(host, port, sock.family, sock.type, sock.proto, *address[2:])
-        if info is None:
-            infos = await self.getaddrinfo(host, port, family=sock.family, type=sock.type, proto=sock.proto)
-            info = infos[0]
-        return info[4]
 
     async def sock_accept(self, sock):
         """Accept a connection on the listening ``sock``; return ``(conn, address)``, with ``conn``

@@ -34,11 +34,7 @@ from ._core import (
     StreamCore,
     WritePipeCore,
 )
-from ._sockets import _INET_FAMILIES
-
-# A socket's family and type as plain ints: `socket.socket`'s properties build enums.
-_sock_family = _socket.socket.family.__get__
-_sock_type = _socket.socket.type.__get__
+from ._sockets import _INET_FAMILIES, _sock_family, _sock_type
 
 
 def _set_nodelay(sock):

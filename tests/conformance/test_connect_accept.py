@@ -1,0 +1,211 @@
+"""Connection set-up on both ends: what ``create_connection`` to an IP address and a server's
+accepting do when everything works, when the protocol factory fails, and when the stdlib's
+helpers are replaced."""
+
+import asyncio
+import gc
+import logging
+import socket
+from unittest import mock
+
+import pytest
+from _netutil import Recorder, wait
+from _sockutil import free_port, listener, open_fds
+
+
+class Boom(Exception):
+    pass
+
+
+def _failing_factory():
+    raise Boom("no protocol")
+
+
+def test_create_connection_to_an_ip_address(loop):
+    async def main():
+        with listener() as lsock:
+            host, port = lsock.getsockname()
+            transport, proto = await wait(loop.create_connection(Recorder, host, port, family=socket.AF_INET))
+            sock = transport.get_extra_info("socket")
+            assert (sock.family, sock.type, sock.proto) == (
+                socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+            )
+            assert sock.gettimeout() == 0
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert transport.get_extra_info("peername") == (host, port)
+            transport.close()
+            await wait(proto.lost)
+
+    loop.run_until_complete(main())
+
+
+def test_create_connection_factory_error_leaks_no_fd(loop):
+    async def main():
+        with listener() as lsock:
+            address = lsock.getsockname()
+            gc.collect()
+            before = open_fds()
+            with pytest.raises(Boom):
+                await wait(loop.create_connection(_failing_factory, *address))
+            gc.collect()
+            assert open_fds() == before
+
+    loop.run_until_complete(main())
+
+
+def test_create_connection_refused_leaks_no_fd(loop):
+    async def main():
+        gc.collect()
+        before = open_fds()
+        with pytest.raises(ConnectionRefusedError) as info:
+            await wait(loop.create_connection(Recorder, "127.0.0.1", free_port()))
+        assert info.value.errno is not None
+        gc.collect()
+        assert open_fds() == before
+
+    loop.run_until_complete(main())
+
+
+def test_create_connection_logs_the_connection_in_debug_mode(loop, caplog):
+    loop.set_debug(True)
+
+    async def main():
+        with listener() as lsock:
+            host, port = lsock.getsockname()
+            with caplog.at_level(logging.DEBUG, logger="asyncio"):
+                transport, proto = await wait(loop.create_connection(Recorder, host, port))
+            transport.close()
+            await wait(proto.lost)
+            return f" connected to {host}:{port!r}: ("
+
+    expected = loop.run_until_complete(main())
+    assert any(expected in record.getMessage() for record in caplog.records), caplog.records
+
+
+@pytest.mark.parametrize("helper", ["_ensure_resolved", "_connect_sock", "_create_connection_transport"])
+def test_create_connection_calls_a_patched_helper(loop, helper):
+    original = getattr(asyncio.BaseEventLoop, helper)
+    calls = []
+
+    async def spy(self, *args, **kwargs):
+        calls.append(helper)
+        return await original(self, *args, **kwargs)
+
+    async def main():
+        with listener() as lsock:
+            transport, proto = await wait(loop.create_connection(Recorder, *lsock.getsockname()))
+            transport.close()
+            await wait(proto.lost)
+
+    with mock.patch.object(asyncio.BaseEventLoop, helper, spy):
+        loop.run_until_complete(main())
+    # The stdlib loop's own `sock_connect` resolves again.
+    assert calls and set(calls) == {helper}
+
+
+def test_create_connection_calls_sock_connect_replaced_on_the_loop(loop):
+    calls = []
+    original = loop.sock_connect
+
+    async def spy(sock, address):
+        calls.append(address)
+        return await original(sock, address)
+
+    loop.sock_connect = spy
+
+    async def main():
+        with listener() as lsock:
+            transport, proto = await wait(loop.create_connection(Recorder, *lsock.getsockname()))
+            transport.close()
+            await wait(proto.lost)
+            return lsock.getsockname()
+
+    address = loop.run_until_complete(main())
+    del loop.sock_connect
+    assert calls == [address]
+
+
+def test_server_accepts_a_backlog_of_connections_at_once(loop):
+    count = 40
+
+    async def main():
+        protos = []
+        server = await loop.create_server(lambda: protos.append(Recorder()) or protos[-1], "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        # The kernel completes every handshake before the loop looks: one readiness, many accepts.
+        clients = [socket.create_connection(address) for _ in range(count)]
+        try:
+            for i, client in enumerate(clients):
+                client.sendall(b"%03d" % i)
+            for _ in range(500):
+                if len(protos) == count and all(len(p.data) == 3 for p in protos):
+                    break
+                await asyncio.sleep(0.01)
+            assert sorted(bytes(p.data) for p in protos) == [b"%03d" % i for i in range(count)]
+            peers = {p.transport.get_extra_info("peername") for p in protos}
+            assert peers == {c.getsockname() for c in clients}
+            for p in protos:
+                assert p.events[0] == "made"
+                p.transport.close()
+            for p in protos:
+                await wait(p.lost)
+        finally:
+            for client in clients:
+                client.close()
+            server.close()
+            await server.wait_closed()
+
+    loop.run_until_complete(main())
+
+
+async def _serve_once_failing(loop, expect_eof):
+    """A server whose factory fails for the first connection only: that client sees its
+    connection end (`expect_eof`), and the next one is served."""
+    calls = []
+
+    def factory():
+        calls.append(None)
+        if len(calls) == 1:
+            raise Boom("no protocol")
+        return Recorder()
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    address = server.sockets[0].getsockname()
+    try:
+        reader, writer = await wait(asyncio.open_connection(*address))
+        if expect_eof:
+            try:
+                assert await wait(reader.read(10)) == b""
+            except ConnectionResetError:
+                pass
+        writer.close()
+        reader, writer = await wait(asyncio.open_connection(*address))
+        writer.write(b"ok")
+        await writer.drain()
+        for _ in range(500):
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) == 2
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_server_factory_error_is_silent_outside_debug_mode(loop):
+    loop.set_debug(False)
+    loop.run_until_complete(_serve_once_failing(loop, expect_eof=True))
+
+
+def test_server_factory_error_is_reported_in_debug_mode(loop, handler_calls):
+    loop.set_debug(True)
+    # The stdlib loop leaves closing the connection to the socket's collection, which the
+    # reported exception's traceback holds off: its client sees no EOF.
+    loop.run_until_complete(_serve_once_failing(loop, expect_eof=False))
+    assert [c["message"] for c in handler_calls] == ["Error on transport creation for incoming connection"]
+    assert isinstance(handler_calls[0]["exception"], Boom)
+    assert "transport" not in handler_calls[0]
