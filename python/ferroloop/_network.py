@@ -88,14 +88,15 @@ class NetworkMixin:
 
     def _init_network(self):
         # fd -> transport, which `_ensure_fd_no_transport` consults (the selector loop's name).
-        self._transports = weakref.WeakValueDictionary()
+        self._transports = _TransportTable()
         # Listening Unix sockets to unlink when their server closes (3.13's cleanup_socket).
         self._unix_server_sockets = {}
         self._selector = _Registrations(self)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock.fileno())
-        return _stream_transport(sock)(self, sock, protocol, waiter, extra, server)
+        cls = SocketTransport if type(sock) is socket.socket else _stream_transport(sock)
+        return cls(self, sock, protocol, waiter, extra, server)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         if sock.family in DATAGRAM_FAMILIES and _moves_bytes_natively(sock, _DATAGRAM_IO):
@@ -183,6 +184,34 @@ class NetworkMixin:
             pass
         except OSError as err:
             logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+
+class _TransportTable(dict):
+    """fd -> transport, held weakly, as the stdlib loop's ``WeakValueDictionary`` holds them,
+    for the cost of a plain dict: nothing runs when a transport is collected. Each value is a
+    weak reference; an entry whose transport is gone (or closed, which ``_ensure_fd_no_transport``
+    ignores) stays until its fd is reused or the loop goes. ``get``/``[]`` answer transports."""
+
+    __slots__ = ()
+
+    def __setitem__(self, fd, transport):
+        _dict_setitem(self, fd, weakref.ref(transport))
+
+    def __getitem__(self, fd):
+        transport = _dict_getitem(self, fd)()
+        if transport is None:
+            raise KeyError(fd)
+        return transport
+
+    def get(self, fd, default=None):
+        ref = _dict_get(self, fd)
+        transport = None if ref is None else ref()
+        return default if transport is None else transport
+
+
+_dict_setitem = dict.__setitem__
+_dict_getitem = dict.__getitem__
+_dict_get = dict.get
 
 
 class _Registrations:

@@ -22,6 +22,7 @@ import socket
 import stat
 import sys
 import warnings
+import weakref
 from asyncio import base_events, constants, futures, protocols, streams, transports, trsock
 from asyncio.log import logger
 
@@ -49,6 +50,12 @@ def _set_nodelay(sock):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+def _register(loop, transport, _set=dict.__setitem__, _ref=weakref.ref):
+    """``loop._transports[fd] = transport`` in the loop's ``_TransportTable`` (a weak reference
+    per fd), without its ``__setitem__`` frame."""
+    _set(loop._transports, transport._sock_fd, _ref(transport))
 
 
 def _is_stdlib(func, qualname):
@@ -268,7 +275,7 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
         self._server = server
         if server is not None:
             _attach(server, self)
-        loop._transports[self._sock_fd] = self
+        _register(loop, self)
         _set_nodelay(sock)
 
         self._schedule_start(loop, protocol, waiter)
@@ -403,7 +410,7 @@ class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
         self.is_reading = core.is_reading
         self._protocol_connected = False
         self.set_protocol(protocol)
-        loop._transports[self._sock_fd] = self
+        _register(loop, self)
 
         self._schedule_start(loop, protocol, waiter)
 

@@ -866,3 +866,36 @@ def test_sock_recv_size_is_checked_as_socket_recv_checks_it(loop, n, error, mess
                 await loop.sock_recv(client, n)
 
     loop.run_until_complete(main())
+
+
+def test_sock_methods_refuse_the_fd_of_an_open_transport(loop):
+    async def main():
+        with listener() as lsock:
+            transport, proto = await asyncio.wait_for(
+                loop.create_connection(asyncio.Protocol, *lsock.getsockname()), 5
+            )
+            fd = transport.get_extra_info("socket").fileno()
+            alias = socket.socket(fileno=fd)  # the same fd, in another socket object
+            try:
+                # (A loop that does not refuse would wait for data: time out instead.)
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    await asyncio.wait_for(loop.sock_recv(alias, 1), 5)
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    await asyncio.wait_for(loop.sock_recv_into(alias, bytearray(1)), 5)
+            finally:
+                alias.detach()
+            transport.close()
+            await asyncio.sleep(0.01)
+            # Closed, the transport no longer claims the fd, which the next socket may get.
+            a, b = socket.socketpair()
+            with closing(a, b):
+                a.setblocking(False)
+                b.setblocking(False)
+                await loop.sock_sendall(a, b"free")
+                assert await loop.sock_recv(b, 4) == b"free"
+                del transport
+                gc.collect()
+                await loop.sock_sendall(b, b"gone")
+                assert await loop.sock_recv(a, 4) == b"gone"
+
+    loop.run_until_complete(main())
