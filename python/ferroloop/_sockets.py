@@ -345,7 +345,18 @@ class SocketMixin:
         except _WOULD_BLOCK:
             # In progress (EINPROGRESS, or EINTR, after which the connect goes on in the
             # background): the socket turns writable when it succeeds or fails.
-            return await self._sock_wait(sock, True, self._sock_connect_ready, address)
+            if type(sock) is not socket.socket:
+                return await self._sock_wait(sock, True, self._sock_connect_ready, address)
+            # A plain socket: the native wait (`sockops.rs`).
+            fd = sock.fileno()
+            fut = self._sock_connect_wait(fd, address)
+            try:
+                return await fut
+            except BaseException:
+                # Cancelled, or the coroutine closed: the wait's writer goes now, where the
+                # stdlib's loop has a done callback on the future remove it.
+                self._sock_connect_abandon(fd, fut)
+                raise
         return None
 
     def _sock_connect_ready(self, fut, fd, sock, address):

@@ -52,6 +52,9 @@ def _set_nodelay(sock):
             pass
 
 
+_set_result_unless_cancelled = futures._set_result_unless_cancelled
+
+
 def _register(loop, transport, _set=dict.__setitem__, _ref=weakref.ref):
     """``loop._transports[fd] = transport`` in the loop's ``_TransportTable`` (a weak reference
     per fd), without its ``__setitem__`` frame."""
@@ -253,32 +256,43 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        core = self._core = StreamCore(loop, sock.fileno(), self)
+        fd = sock.fileno()
+        core = self._core = StreamCore(loop, fd, self)
         # The hot methods are the core's own, bound on the instance.
         self.write = core.write
         if sys.version_info >= (3, 12):
             self.writelines = core.writelines
-        self.write_eof = core.write_eof
         self.get_write_buffer_size = core.get_write_buffer_size
         self.is_closing = core.is_closing
-        self.is_reading = core.is_reading
         # What `_FlowControlMixin.__init__` sets up, with the stdlib's default write-buffer
         # limits, which the core starts with.
-        self._extra = {} if extra is None else extra
+        self._extra = extra = {} if extra is None else extra
         self._loop = loop
         self._protocol_paused = False
         self._high_water = DEFAULT_HIGH_WATER
         self._low_water = DEFAULT_LOW_WATER
-        self._init_socket(sock)
+        if type(sock) is socket.socket and (family := _sock_family(sock)) in DATAGRAM_FAMILIES:
+            # `_init_socket` and `_set_nodelay`, the addresses and the option done natively.
+            extra["socket"] = trsock.TransportSocket(sock)
+            nodelay = (
+                family != socket.AF_UNIX
+                and sock.proto == socket.IPPROTO_TCP
+                and _sock_type(sock) == socket.SOCK_STREAM
+            )
+            core.record_socket(extra, "peername" not in extra, nodelay)
+            self._sock = sock
+            self._sock_fd = fd
+        else:
+            self._init_socket(sock)
+            _set_nodelay(sock)
         self._protocol_connected = False
         self.set_protocol(protocol)
         self._server = server
         if server is not None:
             _attach(server, self)
         _register(loop, self)
-        _set_nodelay(sock)
-
-        self._schedule_start(loop, protocol, waiter)
+        # `_schedule_start`, natively.
+        core.schedule_start(self, protocol, waiter, _set_result_unless_cancelled)
 
     # The core's methods on the class too (see the base class).
 

@@ -365,6 +365,13 @@ impl IoTable {
             .is_some_and(|h| h.get().calls(py, callback))
     }
 
+    /// Whether `fd`'s writer is a live handle calling `callback`.
+    pub fn writer_calls(&self, py: Python<'_>, fd: RawFd, callback: &Bound<'_, PyAny>) -> bool {
+        self.get(fd)
+            .and_then(|e| e.writer.as_ref())
+            .is_some_and(|h| h.get().calls(py, callback))
+    }
+
     pub fn get(&self, fd: RawFd) -> Option<&Entry> {
         self.fds.get(&fd)
     }

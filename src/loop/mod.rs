@@ -12,7 +12,7 @@
 //! `poller` is held only by the thread running the loop, around the poll itself, and the GIL is
 //! released only while that poll may block.
 
-mod args;
+pub(crate) mod args;
 mod fast;
 mod handle;
 pub(crate) mod io;
@@ -698,6 +698,16 @@ impl LoopCore {
         Ok(())
     }
 
+    /// Removes the writer of `fd` if its callback is `callback` (as `fd_remove_if`).
+    pub(crate) fn fd_remove_writer_if(slf: &Bound<'_, Self>, fd: RawFd, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let ours = slf.get().state(py).io.writer_calls(py, fd, callback);
+        if ours {
+            Self::fd_remove(slf, fd, true)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn fd_remove(slf: &Bound<'_, Self>, fd: RawFd, write: bool) -> PyResult<bool> {
         let py = slf.py();
         let core = slf.get();
@@ -839,6 +849,17 @@ impl LoopCore {
         n: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         Self::sock_recv(slf, sock, fd, ffi::as_ssize_t(n)?)
+    }
+
+    /// The waiting half of `sock_connect` on a plain socket whose connect is in progress: a
+    /// future that completes when it is done (see `sockops.rs`).
+    fn _sock_connect_wait(slf: &Bound<'_, Self>, fd: RawFd, address: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        Self::sock_connect_wait(slf, fd, address)
+    }
+
+    /// A cancelled native `sock_connect` lets go of its writer (see `sockops.rs`).
+    fn _sock_connect_abandon(slf: &Bound<'_, Self>, fd: RawFd, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::sock_connect_abandon(slf, fd, fut)
     }
 
     /// A cancelled native `sock_recv` lets go of its reader (see `sockops.rs`).

@@ -3,13 +3,18 @@
 //! a reader whose callback is a `RecvWait` and return a future it completes. The reader goes on
 //! completion and on cancellation, as the stdlib's does; after data, its registration stays in
 //! the poller for the socket's next wait (see `io.rs`), after EOF or an error it goes too.
+//!
+//! And the waiting half of `sock_connect`, for plain sockets too: once `connect` is in
+//! progress, a writer whose callback is a `ConnectWait` reads the socket's pending error when
+//! it turns writable and completes the future with it, as the stdlib's `_sock_connect_cb`
+//! does; the writer goes then, or when the caller is cancelled.
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 use pyo3::PyTraverseError;
 
 use super::LoopCore;
@@ -82,7 +87,92 @@ impl RecvWait {
     }
 }
 
+/// The writer callback of a waiting `sock_connect`.
+#[pyclass(frozen, module = "ferroloop._core", name = "ConnectWait")]
+pub struct ConnectWait {
+    event_loop: Py<LoopCore>,
+    fut: Py<PyAny>,
+    fd: RawFd,
+    address: Py<PyAny>,
+}
+
+#[pymethods]
+impl ConnectWait {
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let fut = me.fut.bind(py);
+        let event_loop = me.event_loop.bind(py);
+        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return LoopCore::fd_remove_writer_if(event_loop, me.fd, slf.as_any());
+        }
+        let outcome = sys::net::take_error(me.fd);
+        LoopCore::fd_remove_writer_if(event_loop, me.fd, slf.as_any())?;
+        match outcome {
+            Ok(0) => {
+                fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
+            }
+            Ok(err) => {
+                // OSError(errno, ...) is made as the matching subclass (ConnectionRefusedError...).
+                let message = format!("Connect call failed {}", me.address.bind(py).str()?);
+                let exc = PyOSError::new_err((err, message)).into_value(py);
+                fut.call_method1(intern!(py, "set_exception"), (exc,))?;
+            }
+            Err(e) => {
+                fut.call_method1(intern!(py, "set_exception"), (errors::os_error(e).into_value(py),))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        visit.call(&self.fut)?;
+        visit.call(&self.address)
+    }
+}
+
 impl LoopCore {
+    /// `sock_connect` on a plain socket whose `connect` is in progress: a future the socket's
+    /// writer completes.
+    pub(crate) fn sock_connect_wait(slf: &Bound<'_, Self>, fd: RawFd, address: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+        let fut = Self::new_future(slf)?;
+        let wait = Bound::new(
+            py,
+            ConnectWait {
+                event_loop: slf.clone().unbind(),
+                fut: fut.clone().unbind(),
+                fd,
+                address,
+            },
+        )?;
+        Self::fd_handle(slf, fd, wait.into_any(), PyTuple::empty(py), true)?;
+        Ok(fut.unbind())
+    }
+
+    /// The `sock_connect` awaiting `fut` on `fd` was cancelled (or closed): its writer goes, as
+    /// the stdlib's done callback removes it, unless something else replaced it meanwhile.
+    pub(crate) fn sock_connect_abandon(slf: &Bound<'_, Self>, fd: RawFd, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let writer = {
+            let st = slf.get().state(py);
+            st.io
+                .get(fd)
+                .and_then(|e| e.writer.as_ref())
+                .and_then(|h| h.get().parts(py))
+        };
+        let Some(parts) = writer else {
+            return Ok(());
+        };
+        let callback = parts.callback.bind(py);
+        match callback.cast::<ConnectWait>() {
+            Ok(wait) if wait.get().fut.is(fut) => Self::fd_remove_writer_if(slf, fd, callback),
+            _ => Ok(()),
+        }
+    }
+
     /// `sock_recv` on a plain socket: the bytes if some are there now, else a future.
     pub(crate) fn sock_recv(
         slf: &Bound<'_, Self>,

@@ -119,6 +119,53 @@ pub fn send_to(fd: RawFd, data: &[u8], addr: &SockAddr) -> io::Result<usize> {
     })
 }
 
+/// The address `fd` is bound to (`getsockname`), or with `peer` the address of its peer
+/// (`getpeername`).
+pub fn socket_addr(fd: RawFd, peer: bool) -> io::Result<SockAddr> {
+    // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.
+    let mut addr = SockAddr {
+        storage: unsafe { std::mem::zeroed() },
+        len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+    };
+    let storage = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
+    if peer {
+        syscall!(getpeername(fd, storage, &mut addr.len))?;
+    } else {
+        syscall!(getsockname(fd, storage, &mut addr.len))?;
+    }
+    Ok(addr)
+}
+
+/// The pending error of a socket (`SO_ERROR`, which reading clears): 0 when there is none, as
+/// when a connect in progress succeeded.
+pub fn take_error(fd: RawFd) -> io::Result<libc::c_int> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes, one `c_int`, into `err`.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        (&mut err as *mut libc::c_int).cast(),
+        &mut len,
+    ))?;
+    Ok(err)
+}
+
+/// Turns off Nagle's algorithm on a TCP socket (`TCP_NODELAY`).
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is one `c_int`, which `on` is, for the duration of the call.
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        (&on as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(|_| ())
+}
+
 /// Receives one datagram (at most `buf.len()` bytes of it) and the address it came from.
 pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
     // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.

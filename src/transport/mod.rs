@@ -40,10 +40,11 @@ use mio::Interest;
 use pyo3::exceptions::{PyBufferError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::PyTraverseError;
 
 use crate::ffi::{self, intern, GilCell};
+use crate::r#loop::args::CallArgs;
 use crate::r#loop::io::Wants;
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
@@ -597,6 +598,51 @@ impl StreamCore {
                 max_read: MAX_READ as isize,
             }),
         }
+    }
+
+    /// What the stdlib's socket transport records of its socket when it is made, for a plain
+    /// `socket.socket` of a family whose addresses `addr.rs` makes as the `socket` module does:
+    /// `extra["sockname"]` and, with `peername`, `extra["peername"]` (`None` when the kernel
+    /// will not say), and with `nodelay`, `TCP_NODELAY` set (a failure ignored, as there).
+    fn record_socket(&self, extra: &Bound<'_, PyDict>, peername: bool, nodelay: bool) -> PyResult<()> {
+        let py = extra.py();
+        let address = |peer: bool| -> PyResult<Bound<'_, PyAny>> {
+            match sys::net::socket_addr(self.fd, peer) {
+                Ok(addr) => addr::to_python(py, &addr),
+                Err(_) => Ok(py.None().into_bound(py)),
+            }
+        };
+        extra.set_item(intern!(py, "sockname"), address(false)?)?;
+        if peername {
+            extra.set_item(intern!(py, "peername"), address(true)?)?;
+        }
+        if nodelay {
+            let _ = sys::net::set_nodelay(self.fd);
+        }
+        Ok(())
+    }
+
+    /// The stdlib's start-up order, as `_transports._CoreReading._schedule_start` has it, each a
+    /// callback of its own: `protocol.connection_made(transport)`, then reading, then
+    /// `set_result(waiter)` (the stdlib's `futures._set_result_unless_cancelled`, passed in).
+    fn schedule_start(
+        slf: &Bound<'_, Self>,
+        transport: Py<PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        waiter: Option<Py<PyAny>>,
+        set_result: Py<PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let event_loop = slf.get().event_loop.bind(py);
+        let made = protocol.getattr(intern!(py, "connection_made"))?.unbind();
+        LoopCore::push_soon(event_loop, made, CallArgs::One(transport), None, "call_soon", false)?;
+        let start = slf.getattr(intern!(py, "start"))?.unbind();
+        LoopCore::push_soon(event_loop, start, CallArgs::Zero, None, "call_soon", false)?;
+        if let Some(waiter) = waiter {
+            let args = CallArgs::Two(waiter, py.None());
+            LoopCore::push_soon(event_loop, set_result, args, None, "call_soon", false)?;
+        }
+        Ok(())
     }
 
     /// Sets the transport's `max_size` (see `_transports._ReadSize`).

@@ -3,6 +3,7 @@ accepting do when everything works, when the protocol factory fails, and when th
 helpers are replaced."""
 
 import asyncio
+import errno
 import gc
 import logging
 import socket
@@ -209,3 +210,93 @@ def test_server_factory_error_is_reported_in_debug_mode(loop, handler_calls):
     assert [c["message"] for c in handler_calls] == ["Error on transport creation for incoming connection"]
     assert isinstance(handler_calls[0]["exception"], Boom)
     assert "transport" not in handler_calls[0]
+
+
+def _has_ipv6():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["ipv4", "ipv6", "unix-path", "unix-abstract"])
+def test_extra_info_of_both_ends_is_what_their_sockets_say(loop, kind, tmp_path):
+    if kind == "ipv6" and not _has_ipv6():
+        pytest.skip("no IPv6 loopback")
+
+    async def main():
+        accepted = []
+
+        def factory():
+            accepted.append(Recorder())
+            return accepted[-1]
+
+        if kind.startswith("unix"):
+            path = str(tmp_path / "s") if kind == "unix-path" else f"\0ferroloop-extra-{id(loop)}"
+            server = await loop.create_unix_server(factory, path)
+            transport, proto = await wait(loop.create_unix_connection(Recorder, path))
+        else:
+            host = "::1" if kind == "ipv6" else "127.0.0.1"
+            server = await loop.create_server(factory, host, 0)
+            transport, proto = await wait(
+                loop.create_connection(Recorder, host, server.sockets[0].getsockname()[1])
+            )
+        ends = [transport]
+        try:
+            for _ in range(500):
+                if accepted and accepted[0].transport is not None:
+                    break
+                await asyncio.sleep(0.01)
+            ends.append(accepted[0].transport)
+            for end in ends:
+                sock = end.get_extra_info("socket")
+                assert end.get_extra_info("sockname") == sock.getsockname()
+                assert end.get_extra_info("peername") == sock.getpeername()
+                if not kind.startswith("unix"):
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert ends[0].get_extra_info("sockname") == ends[1].get_extra_info("peername")
+            assert ends[0].get_extra_info("peername") == ends[1].get_extra_info("sockname")
+            if kind.startswith("unix"):
+                assert ends[0].get_extra_info("sockname") == ""  # an unnamed client
+            for end in ends:
+                end.close()
+            await wait(proto.lost)
+            # Still there once the socket is closed, as recorded when the transport was made.
+            assert transport.get_extra_info("peername") == ends[1].get_extra_info("sockname")
+        finally:
+            for end in ends:
+                end.abort()
+            server.close()
+            await server.wait_closed()
+
+    loop.run_until_complete(main())
+
+
+def test_refused_sock_connect_says_where(loop):
+    async def main():
+        port = free_port()
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            with pytest.raises(ConnectionRefusedError) as info:
+                await wait(loop.sock_connect(sock, ("127.0.0.1", port)))
+            assert info.value.errno == errno.ECONNREFUSED
+            assert (
+                str(info.value) == f"[Errno {errno.ECONNREFUSED}] Connect call failed ('127.0.0.1', {port})"
+            )
+            # The wait let go of the fd.
+            assert loop.remove_writer(sock.fileno()) is False
+
+    loop.run_until_complete(main())
+
+
+def test_connected_sock_connect_leaves_no_writer(loop):
+    async def main():
+        with listener() as lsock, socket.socket() as sock:
+            sock.setblocking(False)
+            assert await wait(loop.sock_connect(sock, lsock.getsockname())) is None
+            assert sock.getpeername() == lsock.getsockname()
+            assert loop.remove_writer(sock.fileno()) is False
+
+    loop.run_until_complete(main())
