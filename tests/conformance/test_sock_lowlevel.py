@@ -877,6 +877,7 @@ def test_sock_methods_refuse_the_fd_of_an_open_transport(loop):
             fd = transport.get_extra_info("socket").fileno()
             alias = socket.socket(fileno=fd)  # the same fd, in another socket object
             try:
+                alias.setblocking(False)
                 # (A loop that does not refuse would wait for data: time out instead.)
                 with pytest.raises(RuntimeError, match="is used by transport"):
                     await asyncio.wait_for(loop.sock_recv(alias, 1), 5)
