@@ -323,6 +323,7 @@ class _Taken:
         return attr if get is None else get(attr, obj, objtype)
 
 
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _stdlib_accept_connection = _take("_accept_connection")
 _ACCEPT_EMPTY = (BlockingIOError, InterruptedError, ConnectionAbortedError)
 _ACCEPT_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -359,18 +360,32 @@ def _accept_connection(
             ssl_shutdown_timeout,
         )
     family, kind, proto = _sock_family(sock), _sock_type(sock), sock.proto
+    # For the families whose addresses the core makes as the socket module does, it accepts
+    # (`accept4`, the connection non-blocking already) and answers None when there is nothing
+    # to accept, where `sock.accept()` raises. Otherwise `sock.accept()` less its enum
+    # conversions: the same call and the same socket.
+    native = family in DATAGRAM_FAMILIES
+    listening_fd = sock.fileno()
     for _ in range(backlog):
         try:
-            # `sock.accept()` less its enum conversions: the same call and the same socket.
-            fd, addr = sock._accept()
+            if native:
+                accepted = self._accept_now(listening_fd)
+                if accepted is None:
+                    return None
+                fd, addr = accepted
+                mode = kind | _NONBLOCK  # no system call: the socket is non-blocking
+            else:
+                fd, addr = sock._accept()
+                mode = kind
             try:
-                conn = socket.socket(family, kind, proto, fd)
+                conn = socket.socket(family, mode, proto, fd)
             except BaseException:
                 os.close(fd)
                 raise
             if self.get_debug():
                 logger.debug("%r got a new connection from %r: %r", server, addr, conn)
-            conn.setblocking(False)
+            if not native:
+                conn.setblocking(False)
         except _ACCEPT_EMPTY:
             return None
         except OSError as exc:
@@ -439,7 +454,6 @@ _CONNECT_DEFAULTS = {
 }
 
 
-_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _SOCK_CONNECT = SocketMixin.sock_connect
 
 

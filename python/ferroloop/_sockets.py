@@ -340,24 +340,38 @@ class SocketMixin:
 
     async def _sock_connect_resolved(self, sock, address):
         """``sock_connect`` once ``address`` is resolved."""
-        try:
-            sock.connect(address)
-        except _WOULD_BLOCK:
-            # In progress (EINPROGRESS, or EINTR, after which the connect goes on in the
-            # background): the socket turns writable when it succeeds or fails.
-            if type(sock) is not socket.socket:
-                return await self._sock_wait(sock, True, self._sock_connect_ready, address)
-            # A plain socket: the native wait (`sockops.rs`).
-            fd = sock.fileno()
-            fut = self._sock_connect_wait(fd, address)
+        if type(sock) is not socket.socket or sock.gettimeout() != 0:
+            # A socket-like, or a socket with a timeout (whose `connect` waits for it, as on
+            # the stdlib's loop): its own `connect`, and the Python wait.
             try:
-                return await fut
-            except BaseException:
-                # Cancelled, or the coroutine closed: the wait's writer goes now, where the
-                # stdlib's loop has a done callback on the future remove it.
-                self._sock_connect_abandon(fd, fut)
-                raise
-        return None
+                sock.connect(address)
+            except _WOULD_BLOCK:
+                return await self._sock_wait(sock, True, self._sock_connect_ready, address)
+            return None
+        fd = sock.fileno()
+        # The core connects to an IPv4 address itself, without the exception `connect` raises
+        # when the connection is under way; None for any other address.
+        connected = self._connect_now(fd, _sock_family(sock), address)
+        if connected is None:
+            try:
+                sock.connect(address)
+                connected = True
+            except _WOULD_BLOCK:
+                # In progress (EINPROGRESS, or EINTR, after which the connect goes on in the
+                # background).
+                connected = False
+        if connected:
+            return None
+        # The socket turns writable when the connect succeeds or fails: the native wait
+        # (`sockops.rs`).
+        fut = self._sock_connect_wait(fd, address)
+        try:
+            return await fut
+        except BaseException:
+            # Cancelled, or the coroutine closed: the wait's writer goes now, where the
+            # stdlib's loop has a done callback on the future remove it.
+            self._sock_connect_abandon(fd, fut)
+            raise
 
     def _sock_connect_ready(self, fut, fd, sock, address):
         if fut.done():

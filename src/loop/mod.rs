@@ -851,6 +851,16 @@ impl LoopCore {
         Self::sock_recv(slf, sock, fd, ffi::as_ssize_t(n)?)
     }
 
+    /// One native `accept` for a server (see `sockops.rs`).
+    fn _accept_now<'py>(&self, py: Python<'py>, fd: RawFd) -> PyResult<Option<(RawFd, Bound<'py, PyAny>)>> {
+        Self::accept_now(py, fd)
+    }
+
+    /// A native `connect` to an IPv4 address, or `None` (see `sockops.rs`).
+    fn _connect_now(&self, fd: RawFd, family: libc::c_int, address: &Bound<'_, PyAny>) -> PyResult<Option<bool>> {
+        Self::connect_now(fd, family, address)
+    }
+
     /// The waiting half of `sock_connect` on a plain socket whose connect is in progress: a
     /// future that completes when it is done (see `sockops.rs`).
     fn _sock_connect_wait(slf: &Bound<'_, Self>, fd: RawFd, address: Py<PyAny>) -> PyResult<Py<PyAny>> {

@@ -133,6 +133,40 @@ impl ConnectWait {
 }
 
 impl LoopCore {
+    /// One `accept` on the listening `fd` of a server: `(fd, address)` of a connection whose
+    /// socket is already non-blocking, or `None` when there is none now (what the stdlib's
+    /// `_accept_connection` stops at: `EAGAIN`, `EINTR`, `ECONNABORTED`), without the exception
+    /// Python's `accept` raises for that. Other errors are raised.
+    pub(crate) fn accept_now(py: Python<'_>, fd: RawFd) -> PyResult<Option<(RawFd, Bound<'_, PyAny>)>> {
+        match sys::net::accept(fd) {
+            Ok((conn, addr)) => match crate::transport::address_to_python(py, &addr) {
+                Ok(address) => Ok(Some((conn, address))),
+                Err(e) => {
+                    // SAFETY: `conn` was just accepted and nothing else owns it.
+                    unsafe { libc::close(conn) };
+                    Err(e)
+                }
+            },
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR | libc::ECONNABORTED)) => Ok(None),
+            Err(e) => Err(errors::os_error(e)),
+        }
+    }
+
+    /// `connect` of the non-blocking socket `fd` of `family` to `address`, when that is an IPv4
+    /// `(host, port)` the socket module would take as it is: `True` when connected, `False`
+    /// when under way (`EINPROGRESS`, or `EINTR`, after which it goes on), `None` for any other
+    /// address, which the caller gives to the socket's own `connect`. Errors are raised.
+    pub(crate) fn connect_now(fd: RawFd, family: libc::c_int, address: &Bound<'_, PyAny>) -> PyResult<Option<bool>> {
+        let Some(addr) = crate::transport::address_from_python(family, address) else {
+            return Ok(None);
+        };
+        match sys::net::connect(fd, &addr) {
+            Ok(()) => Ok(Some(true)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => Ok(Some(false)),
+            Err(e) => Err(errors::os_error(e)),
+        }
+    }
+
     /// `sock_connect` on a plain socket whose `connect` is in progress: a future the socket's
     /// writer completes.
     pub(crate) fn sock_connect_wait(slf: &Bound<'_, Self>, fd: RawFd, address: Py<PyAny>) -> PyResult<Py<PyAny>> {

@@ -136,6 +136,33 @@ pub fn socket_addr(fd: RawFd, peer: bool) -> io::Result<SockAddr> {
     Ok(addr)
 }
 
+/// Accepts a connection from the listening `fd`: the new socket, non-blocking and
+/// close-on-exec, and its peer's address.
+pub fn accept(fd: RawFd) -> io::Result<(RawFd, SockAddr)> {
+    // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.
+    let mut addr = SockAddr {
+        storage: unsafe { std::mem::zeroed() },
+        len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+    };
+    let conn = syscall!(accept4(
+        fd,
+        (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+        &mut addr.len,
+        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+    ))?;
+    Ok((conn, addr))
+}
+
+/// Starts connecting the non-blocking socket `fd` to `addr` (`EINPROGRESS` when under way).
+pub fn connect(fd: RawFd, addr: &SockAddr) -> io::Result<()> {
+    syscall!(connect(
+        fd,
+        (&addr.storage as *const libc::sockaddr_storage).cast(),
+        addr.len
+    ))
+    .map(|_| ())
+}
+
 /// The pending error of a socket (`SO_ERROR`, which reading clears): 0 when there is none, as
 /// when a connect in progress succeeded.
 pub fn take_error(fd: RawFd) -> io::Result<libc::c_int> {

@@ -27,6 +27,7 @@ mod reader;
 mod tls;
 mod wbuf;
 
+pub(crate) use addr::{from_python as address_from_python, to_python as address_to_python};
 pub use datagram::DatagramCore;
 pub use pipe::{ReadPipeCore, WritePipeCore};
 pub use tls::TlsCore;

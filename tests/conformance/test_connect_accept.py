@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import socket
 from unittest import mock
 
@@ -149,6 +150,10 @@ def test_server_accepts_a_backlog_of_connections_at_once(loop):
             assert peers == {c.getsockname() for c in clients}
             for p in protos:
                 assert p.events[0] == "made"
+                sock = p.transport.get_extra_info("socket")
+                assert (sock.family, sock.type) == (socket.AF_INET, socket.SOCK_STREAM)
+                assert not os.get_blocking(sock.fileno())
+                assert not os.get_inheritable(sock.fileno())
                 p.transport.close()
             for p in protos:
                 await wait(p.lost)
