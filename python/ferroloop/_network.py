@@ -365,54 +365,68 @@ def _accept_connection(
     # to accept, where `sock.accept()` raises. Otherwise `sock.accept()` less its enum
     # conversions: the same call and the same socket.
     native = family in DATAGRAM_FAMILIES
-    listening_fd = sock.fileno()
-    for _ in range(backlog):
-        try:
-            if native:
-                accepted = self._accept_now(listening_fd)
-                if accepted is None:
-                    return None
-                fd, addr = accepted
-                mode = kind | _NONBLOCK  # no system call: the socket is non-blocking
-            else:
-                fd, addr = sock._accept()
-                mode = kind
+    # Everything waiting is accepted before any protocol factory runs, as on the stdlib's loop
+    # (where each factory runs in a task of its own, later): a factory that closes the server
+    # does not keep the connections accepted with its own from being served.
+    accepted = []
+    try:
+        for _ in range(backlog):
             try:
-                conn = socket.socket(family, mode, proto, fd)
+                if native:
+                    pair = self._accept_now(sock.fileno())
+                    if pair is None:
+                        break
+                    fd, addr = pair
+                    mode = kind | _NONBLOCK  # no system call: the socket is non-blocking
+                else:
+                    fd, addr = sock._accept()
+                    mode = kind
+                try:
+                    conn = socket.socket(family, mode, proto, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if self.get_debug():
+                    logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+                if not native:
+                    conn.setblocking(False)
+            except _ACCEPT_EMPTY:
+                break
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_OUT_OF_RESOURCES:
+                    raise  # the loop reports it, as the stdlib's does
+                # Linux keeps reporting the listening socket readable: stop reading it for a
+                # while.
+                self.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": exc,
+                        "socket": trsock.TransportSocket(sock),
+                    }
+                )
+                self._remove_reader(sock.fileno())
+                self.call_later(
+                    constants.ACCEPT_RETRY_DELAY,
+                    self._start_serving,
+                    protocol_factory,
+                    sock,
+                    sslcontext,
+                    server,
+                    backlog,
+                    ssl_handshake_timeout,
+                    ssl_shutdown_timeout,
+                )
+            else:
+                accepted.append((conn, addr))
+    finally:
+        for i, (conn, addr) in enumerate(accepted):
+            try:
+                _serve_connection(self, protocol_factory, conn, addr, server)
             except BaseException:
-                os.close(fd)
+                # Ctrl-C in a protocol factory: the connections not served yet are closed.
+                for rest, _ in accepted[i + 1 :]:
+                    rest.close()
                 raise
-            if self.get_debug():
-                logger.debug("%r got a new connection from %r: %r", server, addr, conn)
-            if not native:
-                conn.setblocking(False)
-        except _ACCEPT_EMPTY:
-            return None
-        except OSError as exc:
-            if exc.errno not in _ACCEPT_OUT_OF_RESOURCES:
-                raise  # the loop reports it, as the stdlib's does
-            # Linux keeps reporting the listening socket readable: stop reading it for a while.
-            self.call_exception_handler(
-                {
-                    "message": "socket.accept() out of system resource",
-                    "exception": exc,
-                    "socket": trsock.TransportSocket(sock),
-                }
-            )
-            self._remove_reader(sock.fileno())
-            self.call_later(
-                constants.ACCEPT_RETRY_DELAY,
-                self._start_serving,
-                protocol_factory,
-                sock,
-                sslcontext,
-                server,
-                backlog,
-                ssl_handshake_timeout,
-                ssl_shutdown_timeout,
-            )
-        else:
-            _serve_connection(self, protocol_factory, conn, addr, server)
     return None
 
 
