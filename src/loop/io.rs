@@ -358,18 +358,15 @@ impl IoTable {
         }
     }
 
-    /// Whether `fd`'s reader is a live handle calling `callback`.
-    pub fn reader_calls(&self, py: Python<'_>, fd: RawFd, callback: &Bound<'_, PyAny>) -> bool {
+    /// `fd`'s reader, or with `write` its writer.
+    pub fn slot(&self, fd: RawFd, write: bool) -> Option<&Py<Handle>> {
         self.get(fd)
-            .and_then(|e| e.reader.as_ref())
-            .is_some_and(|h| h.get().calls(py, callback))
+            .and_then(|e| if write { e.writer.as_ref() } else { e.reader.as_ref() })
     }
 
-    /// Whether `fd`'s writer is a live handle calling `callback`.
-    pub fn writer_calls(&self, py: Python<'_>, fd: RawFd, callback: &Bound<'_, PyAny>) -> bool {
-        self.get(fd)
-            .and_then(|e| e.writer.as_ref())
-            .is_some_and(|h| h.get().calls(py, callback))
+    /// Whether `fd`'s reader (or with `write` its writer) is a live handle calling `callback`.
+    pub fn calls(&self, py: Python<'_>, fd: RawFd, callback: &Bound<'_, PyAny>, write: bool) -> bool {
+        self.slot(fd, write).is_some_and(|h| h.get().calls(py, callback))
     }
 
     pub fn get(&self, fd: RawFd) -> Option<&Entry> {

@@ -582,7 +582,7 @@ impl LoopCore {
         let core = slf.get();
         let parked = {
             let mut st = core.state(py);
-            if !st.io.reader_calls(py, fd, callback) || core.closed.load(Ordering::Relaxed) {
+            if !st.io.calls(py, fd, callback, false) || core.closed.load(Ordering::Relaxed) {
                 return Ok(());
             }
             st.io.park_sock_reader(fd)
@@ -687,23 +687,18 @@ impl LoopCore {
         }
     }
 
-    /// Removes the reader of `fd` if its callback is `callback` (a waiter letting go of its own
-    /// registration, not one that replaced it).
-    pub(crate) fn fd_remove_if(slf: &Bound<'_, Self>, fd: RawFd, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Removes the reader (or with `write` the writer) of `fd` if its callback is `callback`: a
+    /// waiter letting go of its own registration, not one that replaced it.
+    pub(crate) fn fd_remove_if(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: &Bound<'_, PyAny>,
+        write: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
-        let ours = slf.get().state(py).io.reader_calls(py, fd, callback);
+        let ours = slf.get().state(py).io.calls(py, fd, callback, write);
         if ours {
-            Self::fd_remove(slf, fd, false)?;
-        }
-        Ok(())
-    }
-
-    /// Removes the writer of `fd` if its callback is `callback` (as `fd_remove_if`).
-    pub(crate) fn fd_remove_writer_if(slf: &Bound<'_, Self>, fd: RawFd, callback: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let ours = slf.get().state(py).io.writer_calls(py, fd, callback);
-        if ours {
-            Self::fd_remove(slf, fd, true)?;
+            Self::fd_remove(slf, fd, write)?;
         }
         Ok(())
     }

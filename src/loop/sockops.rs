@@ -43,7 +43,7 @@ pub struct RecvWait {
 impl RecvWait {
     fn unregister(slf: &Bound<'_, Self>) -> PyResult<()> {
         let me = slf.get();
-        LoopCore::fd_remove_if(me.event_loop.bind(slf.py()), me.fd, slf.as_any())
+        LoopCore::fd_remove_if(me.event_loop.bind(slf.py()), me.fd, slf.as_any(), false)
     }
 
     /// Done with data: the reader goes, the registration stays for the next wait.
@@ -104,10 +104,10 @@ impl ConnectWait {
         let fut = me.fut.bind(py);
         let event_loop = me.event_loop.bind(py);
         if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-            return LoopCore::fd_remove_writer_if(event_loop, me.fd, slf.as_any());
+            return LoopCore::fd_remove_if(event_loop, me.fd, slf.as_any(), true);
         }
         let outcome = sys::net::take_error(me.fd);
-        LoopCore::fd_remove_writer_if(event_loop, me.fd, slf.as_any())?;
+        LoopCore::fd_remove_if(event_loop, me.fd, slf.as_any(), true)?;
         match outcome {
             Ok(0) => {
                 fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
@@ -189,21 +189,29 @@ impl LoopCore {
     /// The `sock_connect` awaiting `fut` on `fd` was cancelled (or closed): its writer goes, as
     /// the stdlib's done callback removes it, unless something else replaced it meanwhile.
     pub(crate) fn sock_connect_abandon(slf: &Bound<'_, Self>, fd: RawFd, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::abandon_wait(slf, fd, true, |callback| {
+            callback.cast::<ConnectWait>().is_ok_and(|wait| wait.get().fut.is(fut))
+        })
+    }
+
+    /// A waiter's caller let go: the reader (or with `write` the writer) of `fd` goes if its
+    /// callback is the waiter `is_ours` recognises, and nothing happens when it let go already.
+    fn abandon_wait(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        write: bool,
+        is_ours: impl FnOnce(&Bound<'_, PyAny>) -> bool,
+    ) -> PyResult<()> {
         let py = slf.py();
-        let writer = {
-            let st = slf.get().state(py);
-            st.io
-                .get(fd)
-                .and_then(|e| e.writer.as_ref())
-                .and_then(|h| h.get().parts(py))
-        };
-        let Some(parts) = writer else {
+        let parts = slf.get().state(py).io.slot(fd, write).and_then(|h| h.get().parts(py));
+        let Some(parts) = parts else {
             return Ok(());
         };
         let callback = parts.callback.bind(py);
-        match callback.cast::<ConnectWait>() {
-            Ok(wait) if wait.get().fut.is(fut) => Self::fd_remove_writer_if(slf, fd, callback),
-            _ => Ok(()),
+        if is_ours(callback) {
+            Self::fd_remove_if(slf, fd, callback, write)
+        } else {
+            Ok(())
         }
     }
 
@@ -245,21 +253,8 @@ impl LoopCore {
     /// The `sock_recv` awaiting `fut` on `fd` was cancelled (or closed): its reader goes, as the
     /// stdlib's done callback removes it. Nothing happens when the wait already let go.
     pub(crate) fn sock_recv_abandon(slf: &Bound<'_, Self>, fd: RawFd, fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let reader = {
-            let st = slf.get().state(py);
-            st.io
-                .get(fd)
-                .and_then(|e| e.reader.as_ref())
-                .and_then(|h| h.get().parts(py))
-        };
-        let Some(parts) = reader else {
-            return Ok(());
-        };
-        let callback = parts.callback.bind(py);
-        match callback.cast::<RecvWait>() {
-            Ok(wait) if wait.get().fut.is(fut) => Self::fd_remove_if(slf, fd, callback),
-            _ => Ok(()),
-        }
+        Self::abandon_wait(slf, fd, false, |callback| {
+            callback.cast::<RecvWait>().is_ok_and(|wait| wait.get().fut.is(fut))
+        })
     }
 }
