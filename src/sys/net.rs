@@ -88,20 +88,26 @@ pub struct SockAddr {
 }
 
 impl SockAddr {
+    /// Room for any address, for the kernel to fill in (`len` is the whole storage).
+    pub fn empty() -> SockAddr {
+        SockAddr {
+            // SAFETY: an all-zero sockaddr_storage is valid.
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
     /// An IPv4 socket address.
     pub fn v4(ip: std::net::Ipv4Addr, port: u16) -> SockAddr {
-        // SAFETY: an all-zero sockaddr_storage is valid.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut addr = SockAddr::empty();
         // SAFETY: sockaddr_storage is large and aligned enough to hold a sockaddr_in, and an
         // all-zero one is valid.
-        let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        let sin = unsafe { &mut *(&mut addr.storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
         sin.sin_family = libc::AF_INET as libc::sa_family_t;
         sin.sin_port = port.to_be();
         sin.sin_addr.s_addr = u32::from(ip).to_be();
-        SockAddr {
-            storage,
-            len: std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        }
+        addr.len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        addr
     }
 }
 
@@ -122,11 +128,7 @@ pub fn send_to(fd: RawFd, data: &[u8], addr: &SockAddr) -> io::Result<usize> {
 /// The address `fd` is bound to (`getsockname`), or with `peer` the address of its peer
 /// (`getpeername`).
 pub fn socket_addr(fd: RawFd, peer: bool) -> io::Result<SockAddr> {
-    // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.
-    let mut addr = SockAddr {
-        storage: unsafe { std::mem::zeroed() },
-        len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-    };
+    let mut addr = SockAddr::empty();
     let storage = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
     if peer {
         syscall!(getpeername(fd, storage, &mut addr.len))?;
@@ -139,11 +141,7 @@ pub fn socket_addr(fd: RawFd, peer: bool) -> io::Result<SockAddr> {
 /// Accepts a connection from the listening `fd`: the new socket, non-blocking and
 /// close-on-exec, and its peer's address.
 pub fn accept(fd: RawFd) -> io::Result<(RawFd, SockAddr)> {
-    // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.
-    let mut addr = SockAddr {
-        storage: unsafe { std::mem::zeroed() },
-        len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-    };
+    let mut addr = SockAddr::empty();
     let conn = syscall!(accept4(
         fd,
         (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
@@ -195,11 +193,7 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
 
 /// Receives one datagram (at most `buf.len()` bytes of it) and the address it came from.
 pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
-    // SAFETY: an all-zero sockaddr_storage is valid; the kernel writes at most `len` bytes of it.
-    let mut addr = SockAddr {
-        storage: unsafe { std::mem::zeroed() },
-        len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-    };
+    let mut addr = SockAddr::empty();
     let n = retry(|| {
         addr.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         syscall!(recvfrom(
