@@ -41,8 +41,6 @@ _HAS_IPV6 = hasattr(socket, "AF_INET6")
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6) if _HAS_IPV6 else (socket.AF_INET,)
 _LITERAL_PROTOS = (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP)
 
-_dict_get = dict.get
-
 # A socket's family and type as plain ints: `socket.socket`'s properties build enums.
 _sock_family = _socket.socket.family.__get__
 _sock_type = _socket.socket.type.__get__
@@ -165,9 +163,7 @@ class SocketMixin:
         transports = getattr(self, "_transports", None)
         if not transports:
             return
-        # The loop's `_TransportTable`: a weak reference per fd.
-        ref = _dict_get(transports, fd)
-        transport = None if ref is None else ref()
+        transport = transports.get(fd)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 

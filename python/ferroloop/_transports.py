@@ -22,7 +22,6 @@ import socket
 import stat
 import sys
 import warnings
-import weakref
 from asyncio import base_events, constants, futures, protocols, streams, transports, trsock
 from asyncio.log import logger
 
@@ -53,12 +52,6 @@ def _set_nodelay(sock):
 
 
 _set_result_unless_cancelled = futures._set_result_unless_cancelled
-
-
-def _register(loop, transport, _set=dict.__setitem__, _ref=weakref.ref):
-    """``loop._transports[fd] = transport`` in the loop's ``_TransportTable`` (a weak reference
-    per fd), without its ``__setitem__`` frame."""
-    _set(loop._transports, transport._sock_fd, _ref(transport))
 
 
 def _is_stdlib(func, qualname):
@@ -290,7 +283,7 @@ class SocketTransport(_CoreSocketTransport, transports.Transport):
         self._server = server
         if server is not None:
             _attach(server, self)
-        _register(loop, self)
+        loop._transports[self._sock_fd] = self
         # `_schedule_start`, natively.
         core.schedule_start(self, protocol, waiter, _set_result_unless_cancelled)
 
@@ -424,7 +417,7 @@ class DatagramTransport(_CoreSocketTransport, transports.DatagramTransport):
         self.is_reading = core.is_reading
         self._protocol_connected = False
         self.set_protocol(protocol)
-        _register(loop, self)
+        loop._transports[self._sock_fd] = self
 
         self._schedule_start(loop, protocol, waiter)
 
