@@ -71,6 +71,36 @@ async def call_later_timers(n: int) -> Measurement:
     return Measurement(n, elapsed)
 
 
+SHORT_SLEEP_SECONDS = 0.0002
+
+
+@row(
+    name="short_sleeps",
+    group="core",
+    unit="sleeps/s",
+    n=2_000,
+    n_quick=200,
+    description=(
+        f"One task awaiting asyncio.sleep({SHORT_SLEEP_SECONDS}) n times in a row, so the loop sleeps "
+        "in its poller until each deadline: how soon after a sub-millisecond deadline it wakes "
+        f"(at most {1 / SHORT_SLEEP_SECONDS:,.0f}/s). A sleep that ends before its delay fails the row."
+    ),
+)
+async def short_sleeps(n: int) -> Measurement:
+    monotonic = time.monotonic
+    early = 0
+    t0 = time.perf_counter()
+    for _ in range(n):
+        start = monotonic()
+        await asyncio.sleep(SHORT_SLEEP_SECONDS)
+        if monotonic() - start < SHORT_SLEEP_SECONDS:
+            early += 1
+    elapsed = time.perf_counter() - t0
+    if early:
+        raise AssertionError(f"{early} of {n} sleeps of {SHORT_SLEEP_SECONDS}s ended before their delay")
+    return Measurement(n, elapsed)
+
+
 async def _sleep_zero(i: int) -> int:
     await asyncio.sleep(0)
     return i

@@ -41,6 +41,8 @@ use crate::ffi::{self, intern, GilCell, GilOnce, GilRefMut};
 use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
+/// The token of the poller's wake-up timer (`sys::timer::Deadline`); no fd's token is this large.
+pub(crate) const DEADLINE_TOKEN: Token = Token(usize::MAX);
 
 /// `asyncio.Future`, `asyncio.Task`, and the keyword-name tuples the loop calls them (and task
 /// factories) with.
@@ -112,6 +114,11 @@ pub(crate) struct Os {
 pub(crate) struct Poller {
     pub poll: Poll,
     pub events: Events,
+    /// Wakes the poll at a timer's deadline to the clock's resolution, where the poll's own
+    /// timeout is whole milliseconds; `None` where the OS has none (see `sys::timer`).
+    pub deadline: Option<sys::timer::Deadline>,
+    /// The deadline (`when`, as bits) `deadline` is set for, until it is seen to fire.
+    pub deadline_set: Option<u64>,
 }
 
 #[pyclass(subclass, frozen, weakref, module = "ferroloop._core", name = "LoopCore")]
@@ -152,10 +159,19 @@ fn new_poller() -> std::io::Result<(Poller, Os)> {
     let poll = Poll::new()?;
     let registry = poll.registry().try_clone()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+    // Without a deadline timer the loop still works, its timers to the millisecond.
+    let deadline = sys::timer::Deadline::new().ok().filter(|d| {
+        let fd = d.fd();
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&fd), DEADLINE_TOKEN, mio::Interest::READABLE)
+            .is_ok()
+    });
     Ok((
         Poller {
             poll,
             events: Events::with_capacity(1024),
+            deadline,
+            deadline_set: None,
         },
         Os { registry, waker },
     ))

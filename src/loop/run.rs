@@ -17,7 +17,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use super::handle::{release_contents, Handle};
-use super::{LoopCore, WAKER_TOKEN};
+use super::{LoopCore, DEADLINE_TOKEN, WAKER_TOKEN};
 use crate::ffi::intern;
 use crate::{errors, ffi, sys};
 
@@ -83,6 +83,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let mut released: Vec<Py<Handle>> = Vec::new();
     let custom_now = LoopCore::overridden_now(slf)?;
     let shared;
+    let mut next_when = None;
     let poll_timeout = {
         let mut st = core.state(py);
         shared = st.sharing.turn(py);
@@ -101,11 +102,8 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
             (st.io.len() > 0 || shared).then_some(Some(Duration::ZERO))
         } else {
             st.sleeping = true;
-            Some(
-                st.timers
-                    .next_when()
-                    .map(|when| timeout_until(when, custom_now.unwrap_or_else(sys::monotonic))),
-            )
+            next_when = st.timers.next_when();
+            Some(next_when.map(|when| timeout_until(when, custom_now.unwrap_or_else(sys::monotonic))))
         }
     };
     if !released.is_empty() {
@@ -114,7 +112,7 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     core.drop_unshared_snapshot(py);
 
     if let Some(timeout) = poll_timeout {
-        poll(slf, timeout, shared)?;
+        poll(slf, timeout, next_when, shared)?;
     }
 
     // Timers due by now (within the clock's resolution) become ready in deadline order, then the
@@ -148,6 +146,35 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     run_batch(slf)
 }
 
+/// Sets the poller's wake-up timer for a poll that waits `timeout` for the timer due at `when`,
+/// when the poll's own timeout, rounded up to whole milliseconds, would wake it late. A setting
+/// for the same deadline that has not fired yet is kept as it is (a loop woken by I/O again and
+/// again before a far timer does not reset it each time); one for another deadline is replaced,
+/// or cleared before a poll that could block past it, so that it does not wake that poll for
+/// nothing. It does not matter to a poll that does not block.
+fn set_deadline(
+    deadline: &sys::timer::Deadline,
+    set_for: &mut Option<u64>,
+    timeout: Option<Duration>,
+    when: Option<f64>,
+) {
+    match (timeout, when) {
+        (Some(t), _) if t.is_zero() => {}
+        (Some(t), Some(when)) if t.subsec_nanos() % 1_000_000 != 0 => {
+            let key = when.to_bits();
+            if *set_for != Some(key) {
+                *set_for = deadline.set(t).is_ok().then_some(key);
+            }
+        }
+        _ => {
+            if set_for.take().is_some() {
+                // Failing to clear it costs at most one early wake-up.
+                let _ = deadline.clear();
+            }
+        }
+    }
+}
+
 /// Waits for I/O, without the GIL when it may block. A poll that cannot block keeps the GIL
 /// unless it is a turn to share it (`shared`, see `LET_GO_GAP`): then the GIL is let go around
 /// the poll, as the stdlib's selector lets go of it on each turn, and a thread waiting for it
@@ -155,15 +182,24 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 /// interpreter's switch interval (5 ms), and for as long as the loop stays busy if something
 /// else lets go of the GIL briefly more often than that (each hand-back to the loop's thread
 /// restarts the wait).
-fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>, shared: bool) -> PyResult<()> {
+fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>, when: Option<f64>, shared: bool) -> PyResult<()> {
     let py = slf.py();
     let core = slf.get();
     let Ok(mut poller) = core.poller.try_lock() else {
         return Err(errors::runtime("This event loop is already running"));
     };
-    let Some(super::Poller { poll, events }) = poller.as_mut() else {
+    let Some(super::Poller {
+        poll,
+        events,
+        deadline,
+        deadline_set,
+    }) = poller.as_mut()
+    else {
         return Err(errors::loop_closed());
     };
+    if let Some(deadline) = deadline {
+        set_deadline(deadline, deadline_set, timeout, when);
+    }
     let result = if timeout == Some(Duration::ZERO) && !shared {
         poll.poll(events, timeout)
     } else {
@@ -179,6 +215,10 @@ fn poll(slf: &Bound<'_, LoopCore>, timeout: Option<Duration>, shared: bool) -> P
             let before = st.ready.len();
             for event in events.iter() {
                 if event.token() == WAKER_TOKEN {
+                    continue;
+                }
+                if event.token() == DEADLINE_TOKEN {
+                    *deadline_set = None;
                     continue;
                 }
                 // mio counts urgent data (`EPOLLPRI`) as readable too.

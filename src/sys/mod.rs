@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod net;
 pub mod pipe;
+pub mod timer;
 
 /// What a stream transport's fd is registered for while it reads: readable, and, where the
 /// poller reports it, TCP urgent data (`EPOLLPRI`), whose mark stops a read short of what is

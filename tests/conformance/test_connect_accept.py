@@ -348,3 +348,39 @@ def test_server_closed_by_its_protocol_factory_reports_nothing(loop):
 
     loop.run_until_complete(main())
     gc.collect()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.9.10.99", "127.100.255.201", "127.254.0.100"])
+def test_ipv4_names_of_both_ends_match_the_sockets(loop, host):
+    # Octets of one, two and three digits, and zeros, in every position after the first.
+    accepted = []
+
+    def factory():
+        proto = Recorder()
+        accepted.append(proto)
+        return proto
+
+    async def main():
+        server = await loop.create_server(factory, host, 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, proto = await wait(loop.create_connection(Recorder, host, port))
+        try:
+            for _ in range(500):
+                if accepted and accepted[0].transport is not None:
+                    break
+                await asyncio.sleep(0.01)
+            ends = [transport, accepted[0].transport]
+            assert transport.get_extra_info("peername") == (host, port)
+            assert ends[1].get_extra_info("sockname") == (host, port)
+            for end in ends:
+                sock = end.get_extra_info("socket")
+                assert end.get_extra_info("sockname") == sock.getsockname()
+                assert end.get_extra_info("peername") == sock.getpeername()
+        finally:
+            transport.abort()
+            for proto in accepted:
+                proto.transport.abort()
+            server.close()
+            await server.wait_closed()
+
+    loop.run_until_complete(main())
