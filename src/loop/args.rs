@@ -8,6 +8,34 @@
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use crate::ffi::{intern, GilOnce};
+
+/// `asyncio.futures._set_result_unless_cancelled(fut, result)`, the callback of every
+/// `asyncio.sleep` timer and of every transport's start (its waiter), is run here as what its
+/// body does: `if fut.cancelled(): return`, then `fut.set_result(result)`, the same method calls
+/// and the same exceptions, without a Python frame for the function itself. Only that function
+/// object is recognised; a replacement of it in `asyncio.futures` is an ordinary callback.
+static SET_RESULT_UNLESS_CANCELLED: GilOnce<Py<PyAny>> = GilOnce::new();
+
+#[inline]
+fn is_set_result_unless_cancelled(py: Python<'_>, callback: &Bound<'_, PyAny>) -> bool {
+    SET_RESULT_UNLESS_CANCELLED
+        .import(py, "asyncio.futures", "_set_result_unless_cancelled")
+        .is_ok_and(|known| known.is(callback))
+}
+
+fn set_result_unless_cancelled<'py>(
+    fut: &Bound<'py, PyAny>,
+    result: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = fut.py();
+    if fut.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+        return Ok(py.None().into_bound(py));
+    }
+    fut.call_method1(intern!(py, "set_result"), (result,))?;
+    Ok(py.None().into_bound(py))
+}
+
 pub(crate) enum CallArgs {
     Zero,
     One(Py<PyAny>),
@@ -38,7 +66,12 @@ impl CallArgs {
         match self {
             CallArgs::Zero => callback.call0(),
             CallArgs::One(a) => callback.call1((a.bind(py),)),
-            CallArgs::Two(a, b) => callback.call1((a.bind(py), b.bind(py))),
+            CallArgs::Two(a, b) => {
+                if is_set_result_unless_cancelled(py, callback) {
+                    return set_result_unless_cancelled(a.bind(py), b.bind(py));
+                }
+                callback.call1((a.bind(py), b.bind(py)))
+            }
             CallArgs::Many(t) => callback.call1(t.bind(py)),
         }
     }

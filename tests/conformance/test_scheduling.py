@@ -714,3 +714,107 @@ def test_scheduled_lists_pending_timers_for_fast_forward_helpers(loop):
 
     loop.run_until_complete(main())
     assert fired == ["soon"]
+
+
+# `asyncio.futures._set_result_unless_cancelled`, the callback of `asyncio.sleep`'s timer and of a
+# transport's waiter: what it does when the loop runs it, on every kind of future.
+
+
+def test_set_result_unless_cancelled_sets_the_result(loop):
+    from asyncio import futures
+
+    fut = loop.create_future()
+    timed = loop.create_future()
+    loop.call_soon(futures._set_result_unless_cancelled, fut, 42)
+    loop.call_later(0.001, futures._set_result_unless_cancelled, timed, "later")
+    assert loop.run_until_complete(fut) == 42
+    assert loop.run_until_complete(timed) == "later"
+
+
+def test_set_result_unless_cancelled_leaves_a_cancelled_future(loop):
+    from asyncio import futures
+
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = loop.create_future()
+    fut.cancel()
+    loop.call_soon(futures._set_result_unless_cancelled, fut, 1)
+    run_briefly(loop)
+    assert fut.cancelled()
+    assert errors == []
+
+
+def test_set_result_unless_cancelled_on_a_done_future_reports_the_error(loop):
+    from asyncio import futures
+
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = loop.create_future()
+    fut.set_result("first")
+    loop.call_soon(futures._set_result_unless_cancelled, fut, "second")
+    run_briefly(loop)
+    assert fut.result() == "first"
+    assert len(errors) == 1
+    assert isinstance(errors[0]["exception"], asyncio.InvalidStateError)
+    assert "handle" in errors[0]
+    assert errors[0]["message"].startswith("Exception in callback")
+
+
+class _RecordingFuture(asyncio.Future):
+    """A future whose `cancelled` answers what it is told to and records what is asked."""
+
+    def __init__(self, *, loop, cancelled_answer):
+        super().__init__(loop=loop)
+        self.answer = cancelled_answer
+        self.calls = []
+
+    def cancelled(self):
+        self.calls.append("cancelled")
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def set_result(self, result):
+        self.calls.append(("set_result", result))
+        super().set_result(result)
+
+
+@pytest.mark.parametrize("answer, calls", [(False, 2), (0, 2), ([], 2), (True, 1), ("yes", 1)])
+def test_set_result_unless_cancelled_asks_the_future_itself(loop, answer, calls):
+    from asyncio import futures
+
+    fut = _RecordingFuture(loop=loop, cancelled_answer=answer)
+    loop.call_soon(futures._set_result_unless_cancelled, fut, "r")
+    run_briefly(loop)
+    assert fut.calls == ["cancelled", ("set_result", "r")][:calls]
+    assert fut.done() == (calls == 2)
+
+
+def test_set_result_unless_cancelled_reports_what_cancelled_raises(loop):
+    from asyncio import futures
+
+    class Boom(Exception):
+        pass
+
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    fut = _RecordingFuture(loop=loop, cancelled_answer=Boom("no answer"))
+    loop.call_soon(futures._set_result_unless_cancelled, fut, "r")
+    run_briefly(loop)
+    assert fut.calls == ["cancelled"]
+    assert [type(ctx["exception"]) for ctx in errors] == [Boom]
+
+
+def test_a_replaced_set_result_unless_cancelled_is_called(loop, monkeypatch):
+    from asyncio import futures
+
+    original = futures._set_result_unless_cancelled
+    seen = []
+
+    def replacement(fut, result):
+        seen.append(result)
+        original(fut, result)
+
+    monkeypatch.setattr(futures, "_set_result_unless_cancelled", replacement)
+    assert loop.run_until_complete(asyncio.sleep(0.001, "slept")) == "slept"
+    assert seen == ["slept"]
