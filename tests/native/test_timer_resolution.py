@@ -19,7 +19,7 @@ def loop():
     lp.close()
 
 
-def _best_sleep(loop, delay, tries=20):
+def _best_sleep(loop, delay, tries=50):
     async def main():
         waits = []
         for _ in range(tries):
