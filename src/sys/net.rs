@@ -97,6 +97,16 @@ impl SockAddr {
         }
     }
 
+    /// The address for a system call that reads one (`connect`, `sendto`).
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        (&self.storage as *const libc::sockaddr_storage).cast()
+    }
+
+    /// The storage for a system call that fills it in (`accept4`, `getsockname`, `recvfrom`).
+    fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&mut self.storage as *mut libc::sockaddr_storage).cast()
+    }
+
     /// An IPv4 socket address.
     pub fn v4(ip: std::net::Ipv4Addr, port: u16) -> SockAddr {
         let mut addr = SockAddr::empty();
@@ -113,23 +123,14 @@ impl SockAddr {
 
 /// Sends one datagram to `addr`.
 pub fn send_to(fd: RawFd, data: &[u8], addr: &SockAddr) -> io::Result<usize> {
-    retry(|| {
-        syscall!(sendto(
-            fd,
-            data.as_ptr().cast(),
-            data.len(),
-            0,
-            (&addr.storage as *const libc::sockaddr_storage).cast(),
-            addr.len,
-        ))
-    })
+    retry(|| syscall!(sendto(fd, data.as_ptr().cast(), data.len(), 0, addr.as_ptr(), addr.len,)))
 }
 
 /// The address `fd` is bound to (`getsockname`), or with `peer` the address of its peer
 /// (`getpeername`).
 pub fn socket_addr(fd: RawFd, peer: bool) -> io::Result<SockAddr> {
     let mut addr = SockAddr::empty();
-    let storage = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
+    let storage = addr.as_mut_ptr();
     if peer {
         syscall!(getpeername(fd, storage, &mut addr.len))?;
     } else {
@@ -144,7 +145,7 @@ pub fn accept(fd: RawFd) -> io::Result<(RawFd, SockAddr)> {
     let mut addr = SockAddr::empty();
     let conn = syscall!(accept4(
         fd,
-        (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+        addr.as_mut_ptr(),
         &mut addr.len,
         libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
     ))?;
@@ -153,12 +154,7 @@ pub fn accept(fd: RawFd) -> io::Result<(RawFd, SockAddr)> {
 
 /// Starts connecting the non-blocking socket `fd` to `addr` (`EINPROGRESS` when under way).
 pub fn connect(fd: RawFd, addr: &SockAddr) -> io::Result<()> {
-    syscall!(connect(
-        fd,
-        (&addr.storage as *const libc::sockaddr_storage).cast(),
-        addr.len
-    ))
-    .map(|_| ())
+    syscall!(connect(fd, addr.as_ptr(), addr.len)).map(|_| ())
 }
 
 /// The pending error of a socket (`SO_ERROR`, which reading clears): 0 when there is none, as
@@ -201,7 +197,7 @@ pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
             buf.as_mut_ptr().cast(),
             buf.len(),
             0,
-            (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+            addr.as_mut_ptr(),
             &mut addr.len,
         ))
     })?;
