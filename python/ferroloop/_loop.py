@@ -85,7 +85,6 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         self._signal_handlers = {}
         self._ssock = None
         self._csock = None
-        self._prev_wakeup_fd = -1
         self._init_network()
         self.set_debug(coroutines._is_debug_mode())
         self._set_custom_time(self._subclass_time())
@@ -603,11 +602,9 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
             self._make_self_pipe()
         try:
             # Raises ValueError when this is not the main thread.
-            prev = signal.set_wakeup_fd(self._csock.fileno())
+            signal.set_wakeup_fd(self._csock.fileno())
         except (ValueError, OSError) as exc:
-            raise RuntimeError(str(exc)) from None
-        if not self._signal_handlers and prev != self._csock.fileno():
-            self._prev_wakeup_fd = prev
+            raise RuntimeError(str(exc))  # noqa: B904 (chained as the stdlib's)
         # asyncio's own Handle: it lives as long as the registration, and as a GC object it keeps
         # a cycle through the callback (e.g. loop.stop) collectable.
         handle = events.Handle(callback, args, self, None)
@@ -621,9 +618,9 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         except OSError as exc:
             del self._signal_handlers[sig]
             if not self._signal_handlers:
-                self._restore_wakeup_fd()
+                self._clear_wakeup_fd()
             if exc.errno == errno.EINVAL:
-                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+                raise RuntimeError(f"sig {sig:d} cannot be caught")  # noqa: B904 (as the stdlib's)
             raise
 
     def remove_signal_handler(self, sig):
@@ -637,15 +634,17 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
             signal.signal(sig, handler)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+                raise RuntimeError(f"sig {sig:d} cannot be caught")  # noqa: B904 (as the stdlib's)
             raise
         if not self._signal_handlers:
-            self._restore_wakeup_fd()
+            self._clear_wakeup_fd()
         return True
 
-    def _restore_wakeup_fd(self):
+    @staticmethod
+    def _clear_wakeup_fd():
+        # No wakeup fd once the last handler goes, as on the stdlib loop: not the one set before
+        # the first, which may be closed, or another file's, by now.
         try:
-            signal.set_wakeup_fd(self._prev_wakeup_fd)
+            signal.set_wakeup_fd(-1)
         except (ValueError, OSError) as exc:
-            logger.info("set_wakeup_fd(%s) failed: %s", self._prev_wakeup_fd, exc)
-        self._prev_wakeup_fd = -1
+            logger.info("set_wakeup_fd(-1) failed: %s", exc)

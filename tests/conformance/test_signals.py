@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -247,6 +248,8 @@ def test_add_signal_handler_from_non_main_thread(loop):
     t.start()
     t.join()
     assert len(errors) == 1
+    # Raised while handling set_wakeup_fd's ValueError, which stays its context.
+    assert isinstance(errors[0].__context__, ValueError)
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 
@@ -271,3 +274,53 @@ def test_signal_handler_can_stop_run_until_complete(loop):
         return await asyncio.wait_for(fut, 5)
 
     assert loop.run_until_complete(main()) == "signalled"
+
+
+def _wakeup_fd():
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    return fd
+
+
+@pytest.fixture
+def _no_wakeup_fd():
+    previous = signal.set_wakeup_fd(-1)
+    yield
+    signal.set_wakeup_fd(previous)
+
+
+def test_last_handler_removed_clears_wakeup_fd(loop, _no_wakeup_fd):
+    # As on the stdlib loop, removing the last handler sets no wakeup fd (-1), whatever was set
+    # before the first one: the fd set before may be closed, or another file's, by then.
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        signal.set_wakeup_fd(a.fileno())
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        assert _wakeup_fd() not in (-1, a.fileno())
+        assert loop.remove_signal_handler(signal.SIGUSR1) is True
+        assert _wakeup_fd() == -1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_loops_closed_in_creation_order_leave_no_wakeup_fd(loop_factory, _no_wakeup_fd):
+    first = loop_factory()
+    second = loop_factory()
+    try:
+        first.add_signal_handler(signal.SIGUSR1, lambda: None)
+        second.add_signal_handler(signal.SIGUSR2, lambda: None)
+    finally:
+        first.close()
+        second.close()
+    # Neither loop's (closed) socket is where the next signal would be written.
+    assert _wakeup_fd() == -1
+
+
+def test_failed_add_of_only_handler_clears_wakeup_fd(loop, _no_wakeup_fd):
+    with pytest.raises(RuntimeError) as info:
+        loop.add_signal_handler(signal.SIGKILL, lambda: None)
+    # The stdlib raises it while handling the OSError (EINVAL), which stays its context.
+    assert isinstance(info.value.__context__, OSError)
+    assert _wakeup_fd() == -1
