@@ -218,8 +218,9 @@ class SocketMixin:
     async def sock_recv(self, sock, n):
         """Receive up to ``n`` bytes from ``sock``; ``b""`` at end of stream."""
         _check_socket(self, sock)
-        if type(sock) is socket.socket:
-            # A plain socket: the native path (the bytes now, or a future to wait on).
+        if type(sock) is socket.socket and sock.gettimeout() == 0:
+            # A plain non-blocking socket: the native path (the bytes now, or a future to wait
+            # on). A socket with a timeout waits in its own `recv`, as on the stdlib's loop.
             fd = sock.fileno()
             result = self._sock_recv(sock, fd, n)
             if type(result) is bytes:

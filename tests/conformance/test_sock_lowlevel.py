@@ -769,6 +769,31 @@ def test_blocking_socket_rejected_in_debug_mode(loop, operation):
             loop.run_until_complete(coro)
 
 
+@pytest.mark.parametrize("operation", ["sock_recv", "sock_recv_into", "sock_recvfrom"])
+def test_receive_on_a_socket_with_a_timeout_waits_in_the_socket(loop, pair, operation):
+    # Outside debug mode (which refuses the socket) the stdlib's loop calls the socket's own
+    # method, which waits for its timeout and raises TimeoutError, or returns what arrives
+    # within it.
+    loop.set_debug(False)
+    a, b = pair
+    a.settimeout(0.05)
+    call = {
+        "sock_recv": lambda: loop.sock_recv(a, 10),
+        "sock_recv_into": lambda: loop.sock_recv_into(a, bytearray(10)),
+        "sock_recvfrom": lambda: loop.sock_recvfrom(a, 10),
+    }[operation]
+
+    async def main():
+        # The socket's own "timed out", not wait_for's.
+        with pytest.raises(TimeoutError, match="timed out"):
+            await asyncio.wait_for(call(), 5)
+        b.send(b"late")
+        return await asyncio.wait_for(call(), 5)
+
+    result = loop.run_until_complete(main())
+    assert result == {"sock_recv": b"late", "sock_recv_into": 4, "sock_recvfrom": (b"late", None)}[operation]
+
+
 @pytest.mark.parametrize(
     "operation",
     [
