@@ -19,6 +19,7 @@ CPython's own test suite.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import functools
 import os
@@ -342,11 +343,14 @@ def _accept_connection(
     """The listening ``sock`` is readable: accept up to ``backlog`` connections.
 
     The stdlib's method, with the same logging, errors and retry after running out of fds, but
-    for a plain TCP or Unix server each connection gets its protocol and transport here, at
-    once, instead of in a task per connection that awaits the transport's start for nothing
-    (the stdlib's ``_accept_connection2`` only waits on it for TLS handshakes). As there, an
-    error making them is reported in debug mode only; the connection is closed. TLS servers and
-    listening sockets of other classes take the stdlib's path.
+    for a plain TCP or Unix server the connections get their protocols and transports in one
+    callback on the next loop iteration, instead of in a task per connection that awaits the
+    transport's start for nothing (the stdlib's ``_accept_connection2`` only waits on it for
+    TLS handshakes). That is the iteration the stdlib's tasks take their first step in, and
+    each connection is served in a copy of the context, as each task runs in its own: the
+    factory's context variables stay with its connection. As there, an error making them is
+    reported in debug mode only; the connection is closed. TLS servers and listening sockets of
+    other classes take the stdlib's path.
     """
     if sslcontext or type(sock) is not socket.socket:
         return _stdlib_accept_connection(
@@ -419,15 +423,20 @@ def _accept_connection(
             else:
                 accepted.append((conn, addr))
     finally:
-        for i, (conn, addr) in enumerate(accepted):
-            try:
-                _serve_connection(self, protocol_factory, conn, addr, server)
-            except BaseException:
-                # Ctrl-C in a protocol factory: the connections not served yet are closed.
-                for rest, _ in accepted[i + 1 :]:
-                    rest.close()
-                raise
+        if accepted:
+            self.call_soon(_serve_connections, self, protocol_factory, accepted, server)
     return None
+
+
+def _serve_connections(loop, protocol_factory, accepted, server):
+    for i, (conn, addr) in enumerate(accepted):
+        try:
+            contextvars.copy_context().run(_serve_connection, loop, protocol_factory, conn, addr, server)
+        except BaseException:
+            # Ctrl-C in a protocol factory: the connections not served yet are closed.
+            for rest, _ in accepted[i + 1 :]:
+                rest.close()
+            raise
 
 
 def _serve_connection(loop, protocol_factory, conn, addr, server):

@@ -3,6 +3,7 @@ accepting do when everything works, when the protocol factory fails, and when th
 helpers are replaced."""
 
 import asyncio
+import contextvars
 import errno
 import gc
 import logging
@@ -384,3 +385,89 @@ def test_ipv4_names_of_both_ends_match_the_sockets(loop, host):
             await server.wait_closed()
 
     loop.run_until_complete(main())
+
+
+def test_each_accepted_connection_has_a_context_of_its_own(loop):
+    """A context variable set by the protocol factory is its connection's: the next connection's
+    factory does not see it, nor does the code that started the server; that connection's
+    callbacks do."""
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    class Protocol(asyncio.Protocol):
+        def __init__(self):
+            self.name = f"conn{len(seen) // 3 + 1}"
+            seen.append(("factory", var.get()))
+            var.set(self.name)
+
+        def connection_made(self, transport):
+            seen.append(("made", var.get()))
+
+        def data_received(self, data):
+            seen.append(("data", var.get()))
+
+    async def main():
+        server = await loop.create_server(Protocol, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        try:
+            for _ in range(2):
+                reader, writer = await wait(asyncio.open_connection(*address))
+                writer.write(b"x")
+                for _ in range(500):
+                    if len(seen) % 3 == 0:
+                        break
+                    await asyncio.sleep(0.01)
+                writer.close()
+                await writer.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+        return var.get()
+
+    assert loop.run_until_complete(main()) == "unset"
+    assert seen == [
+        ("factory", "unset"),
+        ("made", "conn1"),
+        ("data", "conn1"),
+        ("factory", "unset"),
+        ("made", "conn2"),
+        ("data", "conn2"),
+    ]
+
+
+def test_server_and_client_on_one_loop_start_in_the_stdlib_order(loop):
+    """The server's protocol is made on the loop iteration after the accept (where the stdlib's
+    loop runs the first step of its task per connection): a client on the same loop is made
+    first, writes, and then sees the server's close as a reset of the data it sent."""
+    events = []
+
+    class Closer(asyncio.Protocol):
+        def connection_made(self, transport):
+            events.append("server made")
+            transport.close()
+
+        def connection_lost(self, exc):
+            events.append(("server lost", exc))
+
+    class Client(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            events.append("client made")
+            transport.write(b"hello")
+
+        def eof_received(self):
+            events.append("client eof")
+            return super().eof_received()
+
+    async def main():
+        server = await loop.create_server(Closer, "127.0.0.1", 0)
+        try:
+            _, proto = await wait(loop.create_connection(Client, *server.sockets[0].getsockname()))
+            return await wait(proto.lost)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    exc = loop.run_until_complete(main())
+    assert events == ["server made", "client made", ("server lost", None)]
+    assert isinstance(exc, ConnectionResetError)
