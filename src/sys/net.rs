@@ -16,6 +16,17 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     retry(|| syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0)))
 }
 
+/// Whether a read of `fd` would not block now: bytes, an EOF or an error wait. A one-byte
+/// `recv` with `MSG_PEEK | MSG_DONTWAIT`, which takes nothing.
+pub fn has_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    match retry(|| syscall!(recv(fd, (&mut byte as *mut u8).cast(), 1, flags))) {
+        Ok(_) => true,
+        Err(e) => !would_block(&e),
+    }
+}
+
 /// How many bytes a read of `fd` would get now (`FIONREAD`): None when there are none, or the
 /// kernel will not say (EOF and errors are for the read to find).
 pub fn readable_now(fd: RawFd) -> Option<usize> {

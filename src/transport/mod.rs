@@ -196,6 +196,9 @@ struct State {
     large_reads: bool,
     /// The transport's `max_size`: the most one read takes (a negative one fails the read).
     max_read: isize,
+    /// The reader was queued again without a readiness event (see `StreamCore::requeue`): the
+    /// socket may hold nothing to read.
+    requeued: bool,
 }
 
 impl State {
@@ -333,8 +336,22 @@ impl StreamCore {
     fn requeue_if_more(&self, py: Python<'_>, n: usize, offered: usize) {
         let more = self.wants.hangup.load(Ordering::Relaxed) || self.wants.urgent.load(Ordering::Relaxed);
         if n == offered || more {
-            self.event_loop.get().requeue_reader(py, self.fd);
+            self.requeue(py);
         }
+    }
+
+    /// Reads on the next turn, without a readiness event.
+    fn requeue(&self, py: Python<'_>) {
+        self.st.borrow_mut(py).requeued = true;
+        self.event_loop.get().requeue_reader(py, self.fd);
+    }
+
+    /// Whether a read for a `BufferedProtocol` may go ahead: the stdlib asks the protocol for a
+    /// buffer only when the socket is readable (data, EOF or an error), and a read queued again
+    /// without an event (see `requeue`), or woken by urgent data, may find it is not.
+    fn may_read_into_buffer(&self, py: Python<'_>) -> bool {
+        let requeued = std::mem::take(&mut self.st.borrow_mut(py).requeued);
+        !(requeued || self.wants.urgent.load(Ordering::Relaxed)) || sys::net::has_input(self.fd)
     }
 
     /// After a large read, how much a large one waiting would get (`FIONREAD`, at most
@@ -441,6 +458,9 @@ impl StreamCore {
         let py = slf.py();
         let core = slf.get();
         const GET_BUFFER_FAILED: &str = "Fatal error: protocol.get_buffer() call failed.";
+        if !core.may_read_into_buffer(py) {
+            return Ok(());
+        }
         let buf = match protocol.call_method1(intern!(py, "get_buffer"), (-1,)) {
             Ok(buf) => buf,
             Err(e) => return Self::fatal(slf, e, GET_BUFFER_FAILED),
@@ -597,6 +617,7 @@ impl StreamCore {
                 detached: false,
                 large_reads: false,
                 max_read: MAX_READ as isize,
+                requeued: false,
             }),
         }
     }
@@ -694,7 +715,7 @@ impl StreamCore {
             // still holds, or its EOF, gets no new edge: read again when the loop runs next, as
             // the stdlib's level-triggered selector reports the fd again.
             if errors::leaves_the_loop(py, e) {
-                slf.get().event_loop.get().requeue_reader(py, slf.get().fd);
+                slf.get().requeue(py);
             }
         }
         result
@@ -901,8 +922,12 @@ impl StreamCore {
             st.paused = false;
             st.read_eof = false;
         }
+        // The stdlib's `_add_reader` fails on a closed loop, after the transport counts as
+        // reading again; registering fails so too, but not when the fd stays registered for
+        // writing.
+        core.event_loop.get().check_closed()?;
         Self::sync_registration(slf)?;
-        core.event_loop.get().requeue_reader(py, core.fd);
+        core.requeue(py);
         Ok(true)
     }
 

@@ -672,6 +672,45 @@ def test_buffered_protocol(loop):
     loop.run_until_complete(main())
 
 
+def test_buffered_protocol_is_asked_for_a_buffer_only_when_the_socket_is_readable(loop):
+    """`get_buffer()` comes before each read of data or of the EOF, and at no other time: not
+    after a read that filled the buffer when nothing more came, nor on `resume_reading()` with
+    nothing waiting. (A protocol that returns an empty buffer when it expects nothing more would
+    otherwise lose its connection.)"""
+
+    async def turns(n=10):
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def until(condition):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+    async def main():
+        transport, proto, peer = await transport_pair(loop, lambda: Buffered(4))
+        with peer:
+            peer.send(b"abcd")  # exactly the buffer's size
+            await wait(until(lambda: len(proto.received) == 4))
+            await turns()
+            assert len(proto.hints) == 1
+            transport.pause_reading()
+            await turns()
+            transport.resume_reading()
+            await turns()
+            assert len(proto.hints) == 1
+            peer.send(b"ef")
+            await wait(until(lambda: len(proto.received) == 6))
+            await turns()
+            assert len(proto.hints) == 2
+            peer.shutdown(socket.SHUT_WR)
+            await wait(proto.eof)
+            assert len(proto.hints) == 3  # asked for before the read that finds the EOF
+            assert proto.received == b"abcdef"
+            assert await wait(proto.lost) is None
+
+    loop.run_until_complete(main())
+
+
 @pytest.mark.parametrize("factory", [Recorder, Buffered], ids=["protocol", "buffered"])
 def test_data_after_tcp_urgent_data_is_read(loop, factory):
     # A read stops at the urgent byte's mark (which, not inline, is left out of the stream): the
@@ -960,6 +999,26 @@ def test_write_after_the_loop_closed(loop):
             transport.write(payload(64 * 1024 * 1024))
         assert transport.get_write_buffer_size() == 0
     # With its loop closed the transport cannot close either; it is dropped, as it warns.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del transport, proto
+        gc.collect()
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["idle", "writing"])
+def test_resume_reading_after_the_loop_closed(loop, buffered):
+    # It fails as watching the fd fails, whether or not the fd is watched for writing already;
+    # the transport counts as reading again, as on the stdlib loop.
+    transport, proto, peer = loop.run_until_complete(transport_pair(loop))
+    with peer:
+        if buffered:
+            loop.run_until_complete(fill_until_paused(transport, proto))  # the peer reads nothing
+            assert transport.get_write_buffer_size() > 0
+        transport.pause_reading()
+        loop.close()
+        with pytest.raises(RuntimeError, match="Event loop is closed"):
+            transport.resume_reading()
+        assert transport.is_reading()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         del transport, proto
