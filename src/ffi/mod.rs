@@ -109,6 +109,17 @@ pub fn decode_fs<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAn
     }
 }
 
+/// `template.format(*args)`: text made of Python strings, which may hold anything a `str` can
+/// (lone surrogates included), as Rust strings cannot.
+pub fn format<'py>(
+    py: Python<'py>,
+    template: &Bound<'py, pyo3::types::PyString>,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Bound<'py, pyo3::types::PyString>> {
+    let text = template.call_method1(once::intern!(py, "format"), args)?;
+    Ok(text.cast_into::<pyo3::types::PyString>()?)
+}
+
 extern "C" {
     /// CPython's resize of a bytes object nothing else refers to yet (what `socket.recv` uses);
     /// exported by every supported version.

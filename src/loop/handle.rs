@@ -19,7 +19,7 @@ use std::sync::Arc;
 use pyo3::basic::CompareOp;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{PyFloat, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
 use super::args::CallArgs;
@@ -32,7 +32,7 @@ struct Fields {
     context: Option<Py<PyAny>>,
     source_traceback: Option<Py<PyAny>>,
     /// The repr captured at cancel time in debug mode, when the callback is already gone.
-    repr: Option<String>,
+    repr: Option<Py<PyString>>,
 }
 
 #[pyclass(frozen, subclass, weakref, module = "ferroloop._core", name = "Handle")]
@@ -288,7 +288,7 @@ impl Handle {
 
     /// Marks the handle cancelled and releases its callback (outside the borrow: the callback's
     /// finalizer may run Python code).
-    fn cancel_inner(&self, py: Python<'_>, debug_repr: Option<String>) {
+    fn cancel_inner(&self, py: Python<'_>, debug_repr: Option<Py<PyString>>) {
         let dropped = {
             let mut f = self.fields.borrow_mut(py);
             if debug_repr.is_some() {
@@ -300,23 +300,29 @@ impl Handle {
     }
 
     /// In debug mode the stdlib keeps the repr from before cancel dropped the callback.
-    fn debug_repr(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
+    fn debug_repr(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyString>>> {
         let has_tb = slf.get().fields.borrow_mut(slf.py()).source_traceback.is_some();
         if has_tb {
-            Ok(Some(slf.repr()?.to_string()))
+            Ok(Some(slf.repr()?.unbind()))
         } else {
             Ok(None)
         }
     }
 
     /// `<Name [cancelled] [extra] callback(args) at file:line [created at file:line]>`, the
-    /// stdlib's format.
-    fn repr_info(&self, py: Python<'_>, name: &str, extra: Option<String>) -> PyResult<String> {
+    /// stdlib's format. Made of Python strings: a callback's repr or a file name may hold
+    /// anything a `str` can (lone surrogates included).
+    fn repr_info<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        extra: Option<Bound<'py, PyString>>,
+    ) -> PyResult<Bound<'py, PyString>> {
         let (repr, callback, args, tb) = {
             let f = self.fields.borrow_mut(py);
             let clone = |o: &Option<Py<PyAny>>| o.as_ref().map(|o| o.clone_ref(py));
             (
-                f.repr.clone(),
+                f.repr.as_ref().map(|r| r.clone_ref(py)),
                 clone(&f.callback),
                 f.args.as_ref().map(|a| a.clone_ref(py)),
                 clone(&f.source_traceback),
@@ -324,11 +330,11 @@ impl Handle {
         };
         let args = args.map(|a| a.to_tuple(py)).transpose()?;
         if let Some(r) = repr {
-            return Ok(r);
+            return Ok(r.into_bound(py));
         }
-        let mut parts = vec![name.to_string()];
+        let mut parts = vec![PyString::new(py, name)];
         if self.is_cancelled() {
-            parts.push("cancelled".to_string());
+            parts.push(PyString::new(py, "cancelled"));
         }
         parts.extend(extra);
         if let (Some(cb), Some(args)) = (callback, args) {
@@ -343,19 +349,20 @@ impl Handle {
             } else {
                 format.call1((cb, args))?
             };
-            parts.push(text.extract()?);
+            parts.push(text.cast_into::<PyString>()?);
         }
         if let Some(tb) = tb {
             let tb = tb.bind(py);
             let n = tb.len()?;
             if n > 0 {
                 let frame = tb.get_item(n - 1)?;
-                let file: String = frame.getattr(intern!(py, "filename"))?.extract()?;
-                let line: i64 = frame.getattr(intern!(py, "lineno"))?.extract()?;
-                parts.push(format!("created at {file}:{line}"));
+                let file = frame.getattr(intern!(py, "filename"))?;
+                let line = frame.getattr(intern!(py, "lineno"))?;
+                parts.push(ffi::format(py, intern!(py, "created at {}:{}"), (file, line))?);
             }
         }
-        Ok(format!("<{}>", parts.join(" ")))
+        let joined = intern!(py, " ").call_method1(intern!(py, "join"), (parts,))?;
+        ffi::format(py, intern!(py, "<{}>"), (joined,))
     }
 
     /// After a failed run: a handle whose `context=` was not a `contextvars.Context` (which the
@@ -488,7 +495,7 @@ impl Handle {
         drop(old);
     }
 
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+    fn __repr__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyString>> {
         let name = slf.get_type().name()?.to_string();
         slf.get().repr_info(slf.py(), &name, None)
     }
@@ -610,13 +617,12 @@ impl TimerHandle {
         Ok(answer.into_pyobject(py)?.to_owned().into_any().unbind())
     }
 
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+    fn __repr__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyString>> {
         // `str(self._when)`, as the stdlib writes it: Python's float text ("100.0", "1e-07"),
         // not Rust's ("100", "0.0000001"), or the object's own for another type.
-        let when = slf.get().when_py(slf.py()).str()?;
+        let py = slf.py();
+        let when = ffi::format(py, intern!(py, "when={}"), (slf.get().when_py(py),))?;
         let name = slf.get_type().name()?.to_string();
-        slf.as_super()
-            .get()
-            .repr_info(slf.py(), &name, Some(format!("when={when}")))
+        slf.as_super().get().repr_info(py, &name, Some(when))
     }
 }

@@ -242,3 +242,27 @@ def test_debug_handle_repr_shows_arguments_and_cancelled(loop):
     assert "cancelled" in repr(handle)
     assert "cb(42)" in repr(handle)
     loop.set_debug(False)
+
+
+def test_debug_handles_of_callbacks_whose_repr_is_any_str(loop):
+    """A repr may hold anything a `str` can, lone surrogates included (an undecodable path, as
+    `os.fsdecode` gives it): cancelling and removing such handles works in debug mode."""
+    loop.set_debug(True)
+
+    class Odd:
+        def __repr__(self):
+            return "<Odd \udcff>"
+
+    r, w = os.pipe()
+    try:
+        handles = [loop.call_soon(print, Odd()), loop.call_later(10, print, Odd())]
+        loop.add_reader(r, print, Odd())
+        for handle in handles:
+            handle.cancel()
+            assert "cancelled" in repr(handle)
+            assert "print(<Odd \udcff>)" in repr(handle)
+        assert loop.remove_reader(r) is True
+    finally:
+        os.close(r)
+        os.close(w)
+        loop.set_debug(False)
