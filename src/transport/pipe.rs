@@ -12,7 +12,7 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyAssertionError, PyMemoryError};
+use pyo3::exceptions::{PyAssertionError, PyMemoryError, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
@@ -338,6 +338,16 @@ impl WritePipeCore {
     }
 }
 
+/// The error of `bytearray += data` for `data` that is not a contiguous buffer.
+fn cannot_concat(data: &Bound<'_, PyAny>) -> PyErr {
+    // The type's `tp_name`, as CPython formats it (`%.100s`).
+    // SAFETY: every type object has a NUL-terminated `tp_name` that lives as long as the type,
+    // which `data` keeps alive.
+    let name = unsafe { std::ffi::CStr::from_ptr((*pyo3::ffi::Py_TYPE(data.as_ptr())).tp_name) };
+    let name: String = name.to_string_lossy().chars().take(100).collect();
+    PyTypeError::new_err(format!("can't concat {name} to bytearray"))
+}
+
 #[pymethods]
 impl WritePipeCore {
     #[new]
@@ -375,7 +385,8 @@ impl WritePipeCore {
         let outcome = match wbuf::with_data(data, |bytes, shared| core.write_bytes(py, bytes, shared)) {
             Ok(outcome) => outcome,
             // A buffer that cannot be read whole (a non-contiguous view), as the stdlib fails
-            // on it: raised to the caller when it would be buffered, fatal when written at once.
+            // on it: raised to the caller when it would be buffered (the `TypeError` of the
+            // stdlib's `bytearray += data`), fatal when written at once (`os.write`'s error).
             // (A write that would be dropped is dropped without reading the data.)
             Err(e) => {
                 let mut st = core.st.borrow_mut(py);
@@ -384,7 +395,7 @@ impl WritePipeCore {
                     st.conn_lost += 1;
                     Wrote::Lost { log }
                 } else if st.pending() > 0 {
-                    return Err(e);
+                    return Err(cannot_concat(data));
                 } else {
                     st.conn_lost += 1;
                     Wrote::Failed(e)

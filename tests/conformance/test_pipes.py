@@ -417,6 +417,26 @@ def test_write_pipe_non_contiguous_buffer_is_a_fatal_error(loop, pipe, handler_c
     assert [c["message"] for c in handler_calls] == ["Fatal write error on pipe transport"]
 
 
+def test_write_pipe_non_contiguous_buffer_behind_buffered_data_is_a_type_error(loop, pipe, handler_calls):
+    rfile, wfile = pipe
+
+    async def main():
+        transport, proto = await wait(loop.connect_write_pipe(Recorder, wfile))
+        transport.write(b"x" * (1024 * 1024))  # fills the pipe: the rest is buffered
+        buffered = transport.get_write_buffer_size()
+        assert buffered > 0
+        # Raised to the caller (the stdlib's `bytearray += data`); the transport goes on.
+        with pytest.raises(TypeError, match="can't concat memoryview to bytearray"):
+            transport.write(memoryview(b"abcdef")[::2])
+        assert transport.get_write_buffer_size() == buffered
+        assert not transport.is_closing()
+        transport.abort()
+        assert await wait(proto.lost) is None
+
+    loop.run_until_complete(main())
+    assert handler_calls == []
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's memoryview gives a 0-dim view a length")
 def test_write_pipe_0_dim_memoryview_is_refused(loop, pipe):
     rfile, wfile = pipe
