@@ -315,7 +315,7 @@ impl Handle {
     fn repr_info<'py>(
         &self,
         py: Python<'py>,
-        name: &str,
+        name: Bound<'py, PyString>,
         extra: Option<Bound<'py, PyString>>,
     ) -> PyResult<Bound<'py, PyString>> {
         let (repr, callback, args, tb) = {
@@ -332,7 +332,7 @@ impl Handle {
         if let Some(r) = repr {
             return Ok(r.into_bound(py));
         }
-        let mut parts = vec![PyString::new(py, name)];
+        let mut parts = vec![name];
         if self.is_cancelled() {
             parts.push(PyString::new(py, "cancelled"));
         }
@@ -496,8 +496,7 @@ impl Handle {
     }
 
     fn __repr__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyString>> {
-        let name = slf.get_type().name()?.to_string();
-        slf.get().repr_info(slf.py(), &name, None)
+        slf.get().repr_info(slf.py(), slf.get_type().name()?, None)
     }
 }
 
@@ -622,7 +621,6 @@ impl TimerHandle {
         // not Rust's ("100", "0.0000001"), or the object's own for another type.
         let py = slf.py();
         let when = ffi::format(py, intern!(py, "when={}"), (slf.get().when_py(py),))?;
-        let name = slf.get_type().name()?.to_string();
-        slf.as_super().get().repr_info(py, &name, Some(when))
+        slf.as_super().get().repr_info(py, slf.get_type().name()?, Some(when))
     }
 }
