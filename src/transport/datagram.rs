@@ -27,7 +27,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
 use super::gate::ReadGate;
-use super::{addr, MAX_READ};
+use super::{addr, TransportRef, MAX_READ};
 use crate::ffi::{self, intern, GilCell};
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
@@ -41,7 +41,7 @@ const LOST_WRITES_LOGGED_FROM: u32 = 5;
 struct State {
     protocol: Option<Py<PyAny>>,
     /// The Python transport, for the cold paths (errors, flow control, connection lost).
-    transport: Option<Py<PyAny>>,
+    transport: TransportRef,
     /// The socket, whose `sendto` converts explicit addresses; `None` once the transport is done.
     sock: Option<Py<PyAny>>,
     /// The remote address given at creation, if any: `sendto` may only target it.
@@ -93,7 +93,7 @@ fn is_would_block(py: Python<'_>, err: &PyErr) -> bool {
 
 impl DatagramCore {
     fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.borrow_mut(py).transport.as_ref().map(|t| t.clone_ref(py))
+        self.st.borrow_mut(py).transport.get(py)
     }
 
     fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
@@ -192,7 +192,8 @@ impl DatagramCore {
         let event_loop = core.event_loop.bind(py);
         if on {
             let callback = slf.getattr(intern!(py, "_read_ready"))?;
-            LoopCore::fd_handle(event_loop, core.fd, callback, PyTuple::empty(py), false)?;
+            let args = core.st.borrow_mut(py).transport.handle_args(py)?;
+            LoopCore::fd_handle(event_loop, core.fd, callback, args, false)?;
         } else {
             LoopCore::fd_remove(event_loop, core.fd, false)?;
         }
@@ -206,7 +207,8 @@ impl DatagramCore {
         let event_loop = core.event_loop.bind(py);
         if on {
             let callback = slf.getattr(intern!(py, "_sendto_ready"))?;
-            LoopCore::fd_handle(event_loop, core.fd, callback, PyTuple::empty(py), true)?;
+            let args = core.st.borrow_mut(py).transport.handle_args(py)?;
+            LoopCore::fd_handle(event_loop, core.fd, callback, args, true)?;
         } else {
             LoopCore::fd_remove(event_loop, core.fd, true)?;
         }
@@ -234,15 +236,15 @@ impl DatagramCore {
     fn py_new(
         event_loop: Bound<'_, LoopCore>,
         fd: RawFd,
-        transport: Py<PyAny>,
+        transport: &Bound<'_, PyAny>,
         sock: Py<PyAny>,
         address: Option<Py<PyAny>>,
         family: libc::c_int,
         connected: bool,
         sends_empty: bool,
         header: usize,
-    ) -> Self {
-        DatagramCore {
+    ) -> PyResult<Self> {
+        Ok(DatagramCore {
             fd,
             event_loop: event_loop.unbind(),
             family,
@@ -251,7 +253,7 @@ impl DatagramCore {
             header,
             st: GilCell::new(State {
                 protocol: None,
-                transport: Some(transport),
+                transport: TransportRef::new(transport)?,
                 sock: Some(sock),
                 address,
                 buffer: VecDeque::new(),
@@ -262,7 +264,7 @@ impl DatagramCore {
                 writing: false,
                 max_read: MAX_READ as isize,
             }),
-        }
+        })
     }
 
     /// Sets the transport's `max_size` (see `_transports._ReadSize`).
@@ -287,7 +289,9 @@ impl DatagramCore {
     /// The socket is readable: up to `DATAGRAMS_PER_READY` datagrams go to the protocol, as
     /// long as it still reads (it may pause reading, close the transport or be replaced by any
     /// `datagram_received`); the fd is level-triggered, so what is left comes next iteration.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// (`_transport` is what the registration's handle carries: see `TransportRef`.)
+    #[pyo3(signature = (_transport=None))]
+    fn _read_ready(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
         for _ in 0..DATAGRAMS_PER_READY {
@@ -375,7 +379,8 @@ impl DatagramCore {
         Self::call_transport(slf, intern!(py, "_maybe_pause_protocol"), ())
     }
 
-    fn _sendto_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    #[pyo3(signature = (_transport=None))]
+    fn _sendto_ready(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
         loop {
@@ -530,7 +535,7 @@ impl DatagramCore {
         visit.call(&self.event_loop)?;
         if let Some(st) = self.st.try_borrow_in_gc() {
             visit.call(&st.protocol)?;
-            visit.call(&st.transport)?;
+            st.transport.traverse(&visit)?;
             visit.call(&st.sock)?;
             visit.call(&st.address)?;
             for (_, addr) in &st.buffer {

@@ -41,7 +41,7 @@ use mio::Interest;
 use pyo3::exceptions::{PyBufferError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
 use crate::ffi::{self, intern, GilCell};
@@ -112,6 +112,43 @@ pub(crate) fn read_bytes<'py, T>(
     own.try_reserve_exact(max).map_err(|_| PyMemoryError::new_err(()))?;
     own.resize(max, 0);
     Ok(read(&mut own).map(|(n, extra)| (PyBytes::new(py, &own[..n]), extra)))
+}
+
+/// A datagram or pipe core's Python transport, held weakly so that the two make no cycle. As
+/// with the stdlib, what keeps such a transport alive is its user, and the loop while the fd is
+/// registered: each registration's handle carries the transport as its argument (the stdlib's
+/// handle holds the transport's bound method). One dropped while nothing is registered (paused,
+/// or after its loop closed) is then finalized at once, closing its fd, as the stdlib's is,
+/// not when the garbage collector gets to a cycle. (A stream transport stays in a cycle with
+/// its core, as the stdlib's stream transport is with its own bound read callback.)
+#[derive(Default)]
+pub(crate) struct TransportRef(Option<Py<PyWeakrefReference>>);
+
+impl TransportRef {
+    pub fn new(transport: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Self(Some(PyWeakrefReference::new(transport)?.unbind())))
+    }
+
+    /// The transport, while it is alive and the core has not let go of it.
+    pub fn get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.0.as_ref()?.bind(py).upgrade().map(Bound::unbind)
+    }
+
+    pub fn take(&mut self) -> Option<Py<PyWeakrefReference>> {
+        self.0.take()
+    }
+
+    /// The arguments of a registration's handle: the transport, when it is alive.
+    pub fn handle_args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self.get(py) {
+            Some(transport) => PyTuple::new(py, [transport]),
+            None => Ok(PyTuple::empty(py)),
+        }
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.0)
+    }
 }
 
 /// A transport's `max_size` as the size of a read: a negative one is the `ValueError` that

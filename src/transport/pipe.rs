@@ -20,7 +20,7 @@ use pyo3::PyTraverseError;
 
 use super::gate::ReadGate;
 use super::wbuf::{self, WriteBuffer};
-use super::MAX_READ;
+use super::{TransportRef, MAX_READ};
 use crate::ffi::{intern, GilCell};
 use crate::r#loop::LoopCore;
 use crate::{errors, sys};
@@ -28,19 +28,20 @@ use crate::{errors, sys};
 /// After this many writes to a lost pipe, each further one logs a warning.
 const LOST_WRITES_LOGGED_FROM: u32 = 5;
 
-/// Registers (or unregisters) `callback` (a method of `slf`) as the fd's reader or writer.
+/// Registers (or unregisters) `method` (of `slf`) as the fd's reader or writer, called with
+/// `args`: the transport (see `TransportRef`).
 fn set_polling(
     slf: &Bound<'_, PyAny>,
     event_loop: &Py<LoopCore>,
     fd: RawFd,
-    method: Option<&Bound<'_, PyString>>,
+    method: Option<(&Bound<'_, PyString>, Bound<'_, PyTuple>)>,
     write: bool,
 ) -> PyResult<()> {
     let py = slf.py();
     let event_loop = event_loop.bind(py);
     match method {
-        Some(name) => {
-            LoopCore::fd_handle(event_loop, fd, slf.getattr(name)?, PyTuple::empty(py), write)?;
+        Some((name, args)) => {
+            LoopCore::fd_handle(event_loop, fd, slf.getattr(name)?, args, write)?;
         }
         None => {
             LoopCore::fd_remove(event_loop, fd, write)?;
@@ -73,7 +74,7 @@ fn fatal_error(py: Python<'_>, transport: Option<Py<PyAny>>, err: PyErr, message
 
 struct ReadState {
     protocol: Option<Py<PyAny>>,
-    transport: Option<Py<PyAny>>,
+    transport: TransportRef,
     gate: ReadGate,
     /// The fd is registered for reading.
     polling: bool,
@@ -91,7 +92,13 @@ pub struct ReadPipeCore {
 impl ReadPipeCore {
     fn poll(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
         let core = slf.get();
-        let method = on.then(|| intern!(slf.py(), "_read_ready"));
+        let method = match on {
+            true => Some((
+                intern!(slf.py(), "_read_ready"),
+                core.st.borrow_mut(slf.py()).transport.handle_args(slf.py())?,
+            )),
+            false => None,
+        };
         set_polling(slf.as_any(), &core.event_loop, core.fd, method, false)?;
         core.st.borrow_mut(slf.py()).polling = on;
         Ok(())
@@ -101,18 +108,23 @@ impl ReadPipeCore {
 #[pymethods]
 impl ReadPipeCore {
     #[new]
-    fn py_new(event_loop: Bound<'_, LoopCore>, fd: RawFd, transport: Py<PyAny>, protocol: Py<PyAny>) -> Self {
-        ReadPipeCore {
+    fn py_new(
+        event_loop: Bound<'_, LoopCore>,
+        fd: RawFd,
+        transport: &Bound<'_, PyAny>,
+        protocol: Py<PyAny>,
+    ) -> PyResult<Self> {
+        Ok(ReadPipeCore {
             fd,
             event_loop: event_loop.unbind(),
             st: GilCell::new(ReadState {
                 protocol: Some(protocol),
-                transport: Some(transport),
+                transport: TransportRef::new(transport)?,
                 gate: ReadGate::default(),
                 polling: false,
                 max_read: MAX_READ as isize,
             }),
-        }
+        })
     }
 
     /// Sets the transport's `max_size` (see `_transports._ReadSize`).
@@ -133,7 +145,9 @@ impl ReadPipeCore {
         Ok(())
     }
 
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// (`_transport` is what the registration's handle carries: see `TransportRef`.)
+    #[pyo3(signature = (_transport=None))]
+    fn _read_ready(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
         // `os.read(fd, max_size)`: a negative size is its `EINVAL`.
@@ -146,10 +160,7 @@ impl ReadPipeCore {
         };
         let (protocol, transport) = {
             let st = core.st.borrow_mut(py);
-            (
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                st.transport.as_ref().map(|t| t.clone_ref(py)),
-            )
+            (st.protocol.as_ref().map(|p| p.clone_ref(py)), st.transport.get(py))
         };
         match read {
             Ok(data) if !data.as_bytes().is_empty() => {
@@ -226,7 +237,7 @@ impl ReadPipeCore {
         visit.call(&self.event_loop)?;
         if let Some(st) = self.st.try_borrow_in_gc() {
             visit.call(&st.protocol)?;
-            visit.call(&st.transport)?;
+            st.transport.traverse(&visit)?;
         }
         Ok(())
     }
@@ -242,7 +253,7 @@ impl ReadPipeCore {
 }
 
 struct WriteState {
-    transport: Option<Py<PyAny>>,
+    transport: TransportRef,
     /// Accepted and not yet written.
     wbuf: WriteBuffer,
     conn_lost: u32,
@@ -280,12 +291,18 @@ enum Wrote {
 
 impl WritePipeCore {
     fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.borrow_mut(py).transport.as_ref().map(|t| t.clone_ref(py))
+        self.st.borrow_mut(py).transport.get(py)
     }
 
     fn watch(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
         let core = slf.get();
-        let method = on.then(|| intern!(slf.py(), "_peer_closed"));
+        let method = match on {
+            true => Some((
+                intern!(slf.py(), "_peer_closed"),
+                core.st.borrow_mut(slf.py()).transport.handle_args(slf.py())?,
+            )),
+            false => None,
+        };
         set_polling(slf.as_any(), &core.event_loop, core.fd, method, false)?;
         core.st.borrow_mut(slf.py()).watching = on;
         Ok(())
@@ -293,7 +310,13 @@ impl WritePipeCore {
 
     fn poll_write(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
         let core = slf.get();
-        let method = on.then(|| intern!(slf.py(), "_write_ready"));
+        let method = match on {
+            true => Some((
+                intern!(slf.py(), "_write_ready"),
+                core.st.borrow_mut(slf.py()).transport.handle_args(slf.py())?,
+            )),
+            false => None,
+        };
         set_polling(slf.as_any(), &core.event_loop, core.fd, method, true)?;
         core.st.borrow_mut(slf.py()).writing = on;
         Ok(())
@@ -351,19 +374,19 @@ fn cannot_concat(data: &Bound<'_, PyAny>) -> PyErr {
 #[pymethods]
 impl WritePipeCore {
     #[new]
-    fn py_new(event_loop: Bound<'_, LoopCore>, fd: RawFd, transport: Py<PyAny>) -> Self {
-        WritePipeCore {
+    fn py_new(event_loop: Bound<'_, LoopCore>, fd: RawFd, transport: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(WritePipeCore {
             fd,
             event_loop: event_loop.unbind(),
             st: GilCell::new(WriteState {
-                transport: Some(transport),
+                transport: TransportRef::new(transport)?,
                 wbuf: WriteBuffer::default(),
                 conn_lost: 0,
                 closing: false,
                 watching: false,
                 writing: false,
             }),
-        }
+        })
     }
 
     /// Watches the fd for readability, which on the write end of a pipe or a socket means the
@@ -421,7 +444,8 @@ impl WritePipeCore {
         }
     }
 
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    #[pyo3(signature = (_transport=None))]
+    fn _write_ready(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get();
         let result = {
@@ -471,7 +495,8 @@ impl WritePipeCore {
         }
     }
 
-    fn _peer_closed(slf: &Bound<'_, Self>) -> PyResult<()> {
+    #[pyo3(signature = (_transport=None))]
+    fn _peer_closed(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         call_transport(py, slf.get().transport(py), intern!(py, "_peer_closed"), ())
     }
@@ -544,7 +569,7 @@ impl WritePipeCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
         if let Some(st) = self.st.try_borrow_in_gc() {
-            visit.call(&st.transport)?;
+            st.transport.traverse(&visit)?;
         }
         Ok(())
     }

@@ -267,3 +267,64 @@ def test_loop_left_open_at_interpreter_exit_does_not_crash(script):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
     assert "Traceback" not in result.stderr
+
+
+def _is_open(fd):
+    # (Not through /proc/self/fd: listing it takes the lowest free fd, maybe the one just closed.)
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+async def _open_idle_transport(kind):
+    """A datagram or pipe transport, with the fd it owns and the pipe's other end (or None)."""
+    loop = asyncio.get_running_loop()
+    if kind == "udp":
+        tr, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        return tr, tr.get_extra_info("socket").fileno(), None
+    r, w = os.pipe()
+    if kind == "read_pipe":
+        tr, _ = await loop.connect_read_pipe(asyncio.Protocol, open(r, "rb", buffering=0))
+        return tr, r, w
+    tr, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, open(w, "wb", buffering=0))
+    return tr, w, r
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize(
+    ("kind", "when"),
+    [
+        ("udp", "paused"),
+        ("read_pipe", "paused"),
+        ("udp", "loop_closed"),
+        ("read_pipe", "loop_closed"),
+        ("write_pipe", "loop_closed"),
+    ],
+)
+def test_dropped_idle_transport_is_finalized_with_its_last_reference(loop, kind, when):
+    # With nothing registered for it (reading paused, or its loop closed), a datagram or pipe
+    # transport is held only by its user: dropping it closes its fd at once, with the
+    # "unclosed transport" warning, without waiting for the garbage collector.
+    tr, fd, other = loop.run_until_complete(_open_idle_transport(kind))
+    try:
+        if when == "paused":
+            tr.pause_reading()
+            loop.run_until_complete(asyncio.sleep(0))
+        else:
+            loop.close()
+        gc.disable()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                del tr
+                assert not _is_open(fd)
+        finally:
+            gc.enable()
+        messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+        assert len(messages) == 1, messages
+        assert messages[0].startswith("unclosed transport <"), messages
+    finally:
+        if other is not None:
+            os.close(other)
