@@ -42,6 +42,13 @@ _PY313 = sys.version_info >= (3, 13)
 
 # Python's own coroutine-origin depth for debug mode (asyncio.constants.DEBUG_STACK_DEPTH).
 _DEBUG_STACK_DEPTH = 10
+_C_INT_MAX = 2**31 - 1
+
+
+def _check_c_int(fd):
+    """An fd beyond a C int is the `OverflowError` the stdlib's `epoll.register()` raises."""
+    if fd > _C_INT_MAX:
+        raise OverflowError("Python int too large to convert to C int")
 
 
 def _is_open(fd):
@@ -485,6 +492,7 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         self._check_closed()
         fileno = selectors._fileobj_to_fd(fd)
         self._ensure_fd_no_transport(fileno)
+        _check_c_int(fileno)
         self._note_fileobj(fileno, fd)
         self._add_reader(fileno, callback, *args)
 
@@ -498,6 +506,7 @@ class Loop(LoopCore, NetworkMixin, SocketMixin, events.AbstractEventLoop):
         self._check_closed()
         fileno = selectors._fileobj_to_fd(fd)
         self._ensure_fd_no_transport(fileno)
+        _check_c_int(fileno)
         self._note_fileobj(fileno, fd)
         self._add_writer(fileno, callback, *args)
 

@@ -560,3 +560,12 @@ def test_selector_unregister_drops_both_callbacks(loop, pair):
     loop.add_reader(a, loop.stop)
     loop.run_forever()
     assert loop.remove_reader(a) is True
+
+
+@pytest.mark.parametrize("fd", [2**31, 2**40, 2**70])
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_fd_beyond_a_c_int_is_the_selectors_overflow_error(loop, method, fd):
+    with pytest.raises(OverflowError, match=r"^Python int too large to convert to C int$"):
+        getattr(loop, method)(fd, lambda: None)
+    assert loop.remove_reader(fd) is False
+    assert loop.remove_writer(fd) is False
