@@ -142,6 +142,15 @@ CALLS = {
 }
 
 
+_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo_without_lookups(host, port, family=0, type=0, proto=0, flags=0):
+    # A name ("x") fails as an unknown one at once: asking the machine's resolver could take
+    # longer than a case waits, on one loop and not the other.
+    return _getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+
+
 def _outcome(make_loop, call, bad):
     """What `call` does with `bad` on a fresh loop: an exception type's name, or 'ok'."""
     loop = make_loop()
@@ -183,6 +192,7 @@ _STDLIB_FAILS_IN_DEL = {"connect_read_pipe", "connect_write_pipe"}
 def test_bad_input_gets_the_stdlibs_answer(loop_kind, method, tmp_path, monkeypatch):
     # A valid relative path ("x") makes a Unix socket file: keep it out of the working tree.
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo_without_lookups)
     call = CALLS[method]
     mine, reference = factory_of(loop_kind), asyncio.SelectorEventLoop
     differ = {}
