@@ -19,7 +19,6 @@ CPython's own test suite.
 
 from __future__ import annotations
 
-import contextvars
 import errno
 import functools
 import os
@@ -342,15 +341,11 @@ def _accept_connection(
 ):
     """The listening ``sock`` is readable: accept up to ``backlog`` connections.
 
-    The stdlib's method, with the same logging, errors and retry after running out of fds, but
-    for a plain TCP or Unix server the connections get their protocols and transports in one
-    callback on the next loop iteration, instead of in a task per connection that awaits the
-    transport's start for nothing (the stdlib's ``_accept_connection2`` only waits on it for
-    TLS handshakes). That is the iteration the stdlib's tasks take their first step in, and
-    each connection is served in a copy of the context, as each task runs in its own: the
-    factory's context variables stay with its connection. As there, an error making them is
-    reported in debug mode only; the connection is closed. TLS servers and listening sockets of
-    other classes take the stdlib's path.
+    The stdlib's method, with the same logging, errors and retry after running out of fds, and
+    the same task per connection (its ``_accept_connection2``, which makes the protocol and
+    transport and awaits the transport's start), but for a plain TCP or Unix server accepted
+    natively where the family allows. TLS servers and listening sockets of other classes take
+    the stdlib's method whole.
     """
     if sslcontext or type(sock) is not socket.socket:
         return _stdlib_accept_connection(
@@ -369,91 +364,58 @@ def _accept_connection(
     # to accept, where `sock.accept()` raises. Otherwise `sock.accept()` less its enum
     # conversions: the same call and the same socket.
     native = family in DATAGRAM_FAMILIES
-    # Everything waiting is accepted before any protocol factory runs, as on the stdlib's loop
-    # (where each factory runs in a task of its own, later): a factory that closes the server
-    # does not keep the connections accepted with its own from being served.
-    accepted = []
-    try:
-        for _ in range(backlog):
-            try:
-                if native:
-                    pair = self._accept_now(sock.fileno())
-                    if pair is None:
-                        break
-                    fd, addr = pair
-                    mode = kind | _NONBLOCK  # no system call: the socket is non-blocking
-                else:
-                    fd, addr = sock._accept()
-                    mode = kind
-                try:
-                    conn = socket.socket(family, mode, proto, fd)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                if self.get_debug():
-                    logger.debug("%r got a new connection from %r: %r", server, addr, conn)
-                if not native:
-                    conn.setblocking(False)
-            except _ACCEPT_EMPTY:
-                break
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_OUT_OF_RESOURCES:
-                    raise  # the loop reports it, as the stdlib's does
-                # Linux keeps reporting the listening socket readable: stop reading it for a
-                # while.
-                self.call_exception_handler(
-                    {
-                        "message": "socket.accept() out of system resource",
-                        "exception": exc,
-                        "socket": trsock.TransportSocket(sock),
-                    }
-                )
-                self._remove_reader(sock.fileno())
-                self.call_later(
-                    constants.ACCEPT_RETRY_DELAY,
-                    self._start_serving,
-                    protocol_factory,
-                    sock,
-                    sslcontext,
-                    server,
-                    backlog,
-                    ssl_handshake_timeout,
-                    ssl_shutdown_timeout,
-                )
-            else:
-                accepted.append((conn, addr))
-    finally:
-        if accepted:
-            self.call_soon(_serve_connections, self, protocol_factory, accepted, server)
-    return None
-
-
-def _serve_connections(loop, protocol_factory, accepted, server):
-    for i, (conn, addr) in enumerate(accepted):
+    for _ in range(backlog):
         try:
-            contextvars.copy_context().run(_serve_connection, loop, protocol_factory, conn, addr, server)
-        except BaseException:
-            # Ctrl-C in a protocol factory: the connections not served yet are closed.
-            for rest, _ in accepted[i + 1 :]:
-                rest.close()
-            raise
-
-
-def _serve_connection(loop, protocol_factory, conn, addr, server):
-    protocol = None
-    try:
-        protocol = protocol_factory()
-        loop._make_socket_transport(conn, protocol, extra={"peername": addr}, server=server)
-    except (SystemExit, KeyboardInterrupt):
-        conn.close()
-        raise
-    except BaseException as exc:
-        conn.close()
-        if loop.get_debug():
-            context = {"message": "Error on transport creation for incoming connection", "exception": exc}
-            if protocol is not None:
-                context["protocol"] = protocol
-            loop.call_exception_handler(context)
+            if native:
+                pair = self._accept_now(sock.fileno())
+                if pair is None:
+                    break
+                fd, addr = pair
+                mode = kind | _NONBLOCK  # no system call: the socket is non-blocking
+            else:
+                fd, addr = sock._accept()
+                mode = kind
+            try:
+                conn = socket.socket(family, mode, proto, fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if self.get_debug():
+                logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+            if not native:
+                conn.setblocking(False)
+        except _ACCEPT_EMPTY:
+            break
+        except OSError as exc:
+            if exc.errno not in _ACCEPT_OUT_OF_RESOURCES:
+                raise  # the loop reports it, as the stdlib's does
+            # Linux keeps reporting the listening socket readable: stop reading it for a
+            # while.
+            self.call_exception_handler(
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                }
+            )
+            self._remove_reader(sock.fileno())
+            self.call_later(
+                constants.ACCEPT_RETRY_DELAY,
+                self._start_serving,
+                protocol_factory,
+                sock,
+                sslcontext,
+                server,
+                backlog,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+            )
+        else:
+            extra = {"peername": addr}
+            accept = self._accept_connection2(
+                protocol_factory, conn, extra, None, server, ssl_handshake_timeout, ssl_shutdown_timeout
+            )
+            self.create_task(accept)
 
 
 _stdlib_create_connection = _take("create_connection")

@@ -471,3 +471,44 @@ def test_server_and_client_on_one_loop_start_in_the_stdlib_order(loop):
     exc = loop.run_until_complete(main())
     assert events == ["server made", "client made", ("server lost", None)]
     assert isinstance(exc, ConnectionResetError)
+
+
+def test_accepted_connection_is_made_in_a_task_from_the_loops_task_factory(loop):
+    """Each accepted connection's protocol factory runs in a task of its own, made by the loop's
+    task factory, which is done once the transport has started."""
+    made_by_factory = []
+    seen = []
+
+    def task_factory(lp, coro, **kwargs):
+        task = asyncio.Task(coro, loop=lp, **kwargs)
+        made_by_factory.append(task)
+        return task
+
+    def protocol_factory():
+        task = asyncio.current_task()
+        seen.append(task)
+        assert not task.done()
+        return asyncio.Protocol()
+
+    async def main():
+        server = await loop.create_server(protocol_factory, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        try:
+            loop.set_task_factory(task_factory)
+            reader, writer = await wait(asyncio.open_connection(*address))
+            for _ in range(500):
+                if seen and seen[0].done():
+                    break
+                await asyncio.sleep(0.01)
+            loop.set_task_factory(None)
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    loop.run_until_complete(main())
+    assert len(seen) == 1
+    assert isinstance(seen[0], asyncio.Task)
+    assert seen[0] in made_by_factory
+    assert seen[0].done() and seen[0].result() is None
