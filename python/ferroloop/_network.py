@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import os
 import selectors
 import socket
@@ -423,7 +424,9 @@ _stdlib_create_connection = _take("create_connection")
 _CONNECT_HELPERS = tuple(
     (name, _take(name)) for name in ("_ensure_resolved", "_connect_sock", "_create_connection_transport")
 )
-# The keyword arguments the shortcut takes, at their defaults (`family` may be anything).
+# The keyword arguments the shortcut takes, at their defaults (`family` may be anything), of
+# those this Python's `create_connection` has (3.11 has no `all_errors`: the stdlib's
+# signature refuses it).
 _CONNECT_DEFAULTS = {
     "ssl": None,
     "proto": 0,
@@ -436,6 +439,11 @@ _CONNECT_DEFAULTS = {
     "happy_eyeballs_delay": None,
     "interleave": None,
     "all_errors": False,
+}
+_CONNECT_DEFAULTS = {
+    name: value
+    for name, value in _CONNECT_DEFAULTS.items()
+    if name in inspect.signature(_stdlib_create_connection).parameters
 }
 
 

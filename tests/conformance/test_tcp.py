@@ -202,6 +202,17 @@ def test_create_connection_all_errors(loop, monkeypatch):
     loop.run_until_complete(main())
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="all_errors is new in 3.12")
+@pytest.mark.parametrize("value", [False, 0])
+def test_create_connection_has_no_all_errors_before_3_12(loop, value):
+    async def main():
+        with listener() as lsock:
+            with pytest.raises(TypeError, match="all_errors"):
+                await loop.create_connection(Recorder, *lsock.getsockname(), all_errors=value)
+
+    loop.run_until_complete(main())
+
+
 # -- create_server ------------------------------------------------------------------------------
 
 
