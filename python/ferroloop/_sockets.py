@@ -497,14 +497,17 @@ class SocketMixin:
             raise RuntimeError("Executor shutdown has been called")
         debug = self.get_debug()
         if _is_numeric_port(port) and _may_be_numeric_host(host):
-            t0 = self.time() if debug else 0.0
+            if debug:
+                query = _describe_query(host, port, family, type, proto, flags)
+                t0 = self.time()
             try:
                 infos = socket.getaddrinfo(host, port, family, type, proto, flags | _AI_NUMERICHOST)
             except Exception:
                 pass
             else:
                 if debug:
-                    query = _describe_query(host, port, family, type, proto, flags)
+                    # Both of the stdlib's lines, as if resolved in the executor.
+                    logger.debug("Get address info %s", query)
                     self._log_getaddrinfo(query, self.time() - t0, infos)
                 return infos
         resolve = self._getaddrinfo_logged if debug else socket.getaddrinfo

@@ -1,5 +1,6 @@
 """getaddrinfo / getnameinfo give exactly what the socket module gives, numeric or not."""
 
+import logging
 import socket
 
 import pytest
@@ -77,3 +78,16 @@ def test_getaddrinfo_after_executor_shutdown_raises(loop, host):
             await loop.getaddrinfo(host, 80)
 
     loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", None])
+def test_debug_mode_logs_both_lines_of_a_numeric_query(loop, caplog, host):
+    loop.set_debug(True)
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        infos = loop.run_until_complete(loop.getaddrinfo(host, 80, type=socket.SOCK_STREAM))
+    assert infos == socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)
+    query = f"{host}:80, type=<SocketKind.SOCK_STREAM: 1>"
+    messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert messages[0] == f"Get address info {query}", messages
+    assert messages[1].startswith(f"Getting address info {query} took "), messages
+    assert messages[1].endswith(f": {infos!r}"), messages
