@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mio::{Events, Poll, Registry, Token, Waker};
 use pyo3::gc::PyVisit;
@@ -41,6 +42,14 @@ use crate::ffi::{self, intern, GilCell, GilOnce, GilRefMut};
 use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
+
+/// How many callbacks may wait for the loop's next turn before a thread other than the loop's
+/// that adds one with `call_soon_threadsafe` is held back for a moment (see `push_soon`).
+const THREADSAFE_BACKLOG: usize = 1024;
+
+/// How long such a thread lets go of the GIL: long enough for the loop's thread, waiting for
+/// the GIL, to be woken and take it (Linux's default timer slack is 50 us anyway).
+const THREADSAFE_BACKOFF: Duration = Duration::from_micros(50);
 /// The token of the poller's wake-up timer (`sys::timer::Deadline`); no fd's token is this large.
 pub(crate) const DEADLINE_TOKEN: Token = Token(usize::MAX);
 
@@ -382,18 +391,36 @@ impl LoopCore {
         if core.is_debug() {
             Self::debug_hook(slf, handle.bind(py).as_any(), method)?;
         }
-        let waker = {
+        let (waker, backlog) = {
             let mut st = core.state(py);
             st.ready.push_back(handle.clone_ref(py));
-            (threadsafe && st.sleeping)
+            let waker = (threadsafe && st.sleeping)
                 .then(|| st.os.as_ref().map(|os| os.waker.clone()))
-                .flatten()
+                .flatten();
+            (waker, threadsafe && st.ready.len() > THREADSAFE_BACKLOG)
         };
         if let Some(waker) = waker {
             // A failed wake only means the eventfd counter is saturated: the loop is awake anyway.
             let _ = waker.wake();
         }
+        if backlog && core.runs_in_another_thread(py) {
+            // The stdlib's `call_soon_threadsafe` writes to its self-pipe every time, letting go
+            // of the GIL, so its loop's thread keeps getting it back. This one does not, and
+            // threads adding callbacks in a tight loop would keep the GIL among themselves and
+            // outpace the loop without bound (its timers late by seconds, its queue in
+            // gigabytes). Past a backlog, each waits a moment without the GIL instead.
+            py.detach(|| std::thread::sleep(THREADSAFE_BACKOFF));
+        }
         Ok(handle)
+    }
+
+    /// Whether the loop is running in a thread other than the calling one.
+    #[cold]
+    fn runs_in_another_thread(&self, py: Python<'_>) -> bool {
+        let running = self.thread_id.borrow_mut(py).as_ref().map(|id| id.clone_ref(py));
+        // `threading.get_ident()` is the thread's `pthread_self()`.
+        let current = unsafe { libc::pthread_self() } as u64;
+        running.is_some_and(|id| id.extract::<u64>(py).is_ok_and(|id| id != current))
     }
 
     /// The context a one-shot handle runs in, and whether it is the shared snapshot: the one

@@ -407,6 +407,48 @@ class _EchoProtocol(asyncio.Protocol):
         self.transport.write(data)
 
 
+def test_threads_flooding_call_soon_threadsafe_do_not_starve_the_loop(loop):
+    """Threads that add callbacks as fast as they can leave the loop its turns: its timers fire
+    on time and its tasks keep stepping (on the stdlib loop each call writes to the self-pipe,
+    letting go of the GIL)."""
+    stop = []
+    ran = []
+
+    def producer():
+        while not stop:
+            loop.call_soon_threadsafe(ran.append, None)
+
+    async def main():
+        steps = 0
+
+        async def ticker():
+            nonlocal steps
+            while True:
+                await asyncio.sleep(0)
+                steps += 1
+
+        task = asyncio.ensure_future(ticker())
+        t0 = time.monotonic()
+        await asyncio.sleep(0.2)
+        elapsed = time.monotonic() - t0
+        task.cancel()
+        return elapsed, steps
+
+    threads = [threading.Thread(target=producer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        elapsed, steps = loop.run_until_complete(main())
+    finally:
+        stop.append(True)
+        for t in threads:
+            t.join()
+    # Unthrottled, the sleep took 2-17 s here, in one or two loop turns.
+    assert elapsed < 2.0
+    assert steps >= 10
+    assert ran
+
+
 def test_loops_in_several_threads_serve_each_other_spawn_children_and_take_signals(loop, loop_factory):
     # Three loops, each in its own thread, each serving TCP echo and connecting to the others'
     # servers, spawning children, calling into the others' loops and into the default executor,
