@@ -172,7 +172,9 @@ impl TimerHeap {
     /// found by one partition of the heap and a sort, which costs O(n + k log k) and walks memory
     /// in order, instead of k pops that each miss the cache on every level of a large heap.
     pub fn drain_due(&mut self, end: f64, mut out: impl FnMut(Py<TimerHandle>)) {
-        let end_key = order_key(end);
+        // The stdlib keeps a timer while `handle._when >= end_time`: against a NaN "now" (from
+        // a `loop.time()` that returns it) nothing compares as later, so every timer is due.
+        let end_key = if end.is_nan() { u64::MAX } else { order_key(end) };
         let bulk_after = (self.heap.len() / 16).max(64);
         let mut popped = 0;
         while self.heap.first().is_some_and(|e| e.key < end_key) {
