@@ -337,7 +337,9 @@ impl Handle {
             parts.push(PyString::new(py, "cancelled"));
         }
         parts.extend(extra);
-        if let (Some(cb), Some(args)) = (callback, args) {
+        // (The stdlib shows no callback when it is None, as `call_soon(None)` outside debug
+        // mode makes it.)
+        if let (Some(cb), Some(args)) = (callback.filter(|cb| !cb.is_none(py)), args) {
             static FORMAT: GilOnce<Py<PyAny>> = GilOnce::new();
             let format = FORMAT.import(py, "asyncio.format_helpers", "_format_callback_source")?;
             // 3.13 shows the arguments only when told the loop is in debug mode; a handle made in

@@ -314,6 +314,22 @@ def test_timer_handle_repr_has_the_deadline_as_python_writes_it(loop):
         timer.cancel()
 
 
+def test_handle_of_a_none_callback_shows_no_callback(loop, caplog):
+    # Outside debug mode `call_soon(None)` is accepted; the handle's repr names no callback,
+    # in the exception handler's log too.
+    loop.set_debug(False)
+    loop.set_exception_handler(None)
+    handle = loop.call_soon(None)
+    timer = loop.call_later(1000, None)
+    assert repr(handle) == "<Handle>"
+    assert repr(timer).startswith("<TimerHandle when=") and repr(timer).endswith(">")
+    assert " None" not in repr(timer)
+    timer.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    [record] = [r for r in caplog.records if r.name == "asyncio"]
+    assert record.getMessage() == "Exception in callback None()\nhandle: <Handle>"
+
+
 def test_time_is_monotonic_clock(loop):
     before = time.monotonic()
     t = loop.time()
