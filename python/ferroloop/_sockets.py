@@ -369,6 +369,8 @@ class SocketMixin:
             # stdlib's loop has a done callback on the future remove it.
             self._sock_connect_abandon(fd, fut)
             raise
+        finally:
+            fut = None  # the exception's traceback holds this frame: no cycle through the future
 
     def _sock_connect_ready(self, fut, fd, sock, address):
         if fut.done():

@@ -297,6 +297,31 @@ def test_refused_sock_connect_says_where(loop):
     loop.run_until_complete(main())
 
 
+@pytest.mark.parametrize("call", ["sock_connect", "create_connection"])
+def test_refused_connect_error_is_in_no_reference_cycle(loop, call):
+    # Nothing but the catching frame refers to the error: the future it was set on is not kept
+    # by the failed coroutine's frame, which the error's traceback holds.
+    async def main():
+        port = free_port()
+        exc = None
+        try:
+            if call == "sock_connect":
+                with socket.socket() as sock:
+                    sock.setblocking(False)
+                    await wait(loop.sock_connect(sock, ("127.0.0.1", port)))
+            else:
+                await wait(loop.create_connection(asyncio.Protocol, "127.0.0.1", port))
+        except ConnectionRefusedError as e:
+            exc = e
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+        assert exc is not None
+        return [type(r).__name__ for r in gc.get_referrers(exc)]
+
+    assert loop.run_until_complete(main()) == []
+
+
 def test_connected_sock_connect_leaves_no_writer(loop):
     async def main():
         with listener() as lsock, socket.socket() as sock:
