@@ -348,17 +348,18 @@ def _accept_connection(
     natively where the family allows. TLS servers and listening sockets of other classes take
     the stdlib's method whole.
     """
+    # What the stdlib's method takes, and what serving again after running out of fds takes.
+    serving = (
+        protocol_factory,
+        sock,
+        sslcontext,
+        server,
+        backlog,
+        ssl_handshake_timeout,
+        ssl_shutdown_timeout,
+    )
     if sslcontext or type(sock) is not socket.socket:
-        return _stdlib_accept_connection(
-            self,
-            protocol_factory,
-            sock,
-            sslcontext,
-            server,
-            backlog,
-            ssl_handshake_timeout,
-            ssl_shutdown_timeout,
-        )
+        return _stdlib_accept_connection(self, *serving)
     family, kind, proto = _sock_family(sock), _sock_type(sock), sock.proto
     # For the families whose addresses the core makes as the socket module does, it accepts
     # (`accept4`, the connection non-blocking already) and answers None when there is nothing
@@ -400,17 +401,7 @@ def _accept_connection(
                 }
             )
             self._remove_reader(sock.fileno())
-            self.call_later(
-                constants.ACCEPT_RETRY_DELAY,
-                self._start_serving,
-                protocol_factory,
-                sock,
-                sslcontext,
-                server,
-                backlog,
-                ssl_handshake_timeout,
-                ssl_shutdown_timeout,
-            )
+            self.call_later(constants.ACCEPT_RETRY_DELAY, self._start_serving, *serving)
         else:
             extra = {"peername": addr}
             accept = self._accept_connection2(
