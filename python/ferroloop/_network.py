@@ -418,23 +418,23 @@ _CONNECT_HELPERS = tuple(
 # The keyword arguments the shortcut takes, at their defaults (`family` may be anything), of
 # those this Python's `create_connection` has (3.11 has no `all_errors`: the stdlib's
 # signature refuses it).
-_CONNECT_DEFAULTS = {
-    "ssl": None,
-    "proto": 0,
-    "flags": 0,
-    "sock": None,
-    "local_addr": None,
-    "server_hostname": None,
-    "ssl_handshake_timeout": None,
-    "ssl_shutdown_timeout": None,
-    "happy_eyeballs_delay": None,
-    "interleave": None,
-    "all_errors": False,
-}
+_CONNECT_PARAMETERS = inspect.signature(_stdlib_create_connection).parameters
 _CONNECT_DEFAULTS = {
     name: value
-    for name, value in _CONNECT_DEFAULTS.items()
-    if name in inspect.signature(_stdlib_create_connection).parameters
+    for name, value in {
+        "ssl": None,
+        "proto": 0,
+        "flags": 0,
+        "sock": None,
+        "local_addr": None,
+        "server_hostname": None,
+        "ssl_handshake_timeout": None,
+        "ssl_shutdown_timeout": None,
+        "happy_eyeballs_delay": None,
+        "interleave": None,
+        "all_errors": False,
+    }.items()
+    if name in _CONNECT_PARAMETERS
 }
 
 

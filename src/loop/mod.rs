@@ -43,6 +43,9 @@ use crate::sys;
 
 pub(crate) const WAKER_TOKEN: Token = Token(0);
 
+/// The token of the poller's wake-up timer (`sys::timer::Deadline`); no fd's token is this large.
+pub(crate) const DEADLINE_TOKEN: Token = Token(usize::MAX);
+
 /// How many callbacks may wait for the loop's next turn before a thread other than the loop's
 /// that adds one with `call_soon_threadsafe` is held back for a moment (see `push_soon`).
 const THREADSAFE_BACKLOG: usize = 1024;
@@ -50,8 +53,6 @@ const THREADSAFE_BACKLOG: usize = 1024;
 /// How long such a thread lets go of the GIL: long enough for the loop's thread, waiting for
 /// the GIL, to be woken and take it (Linux's default timer slack is 50 us anyway).
 const THREADSAFE_BACKOFF: Duration = Duration::from_micros(50);
-/// The token of the poller's wake-up timer (`sys::timer::Deadline`); no fd's token is this large.
-pub(crate) const DEADLINE_TOKEN: Token = Token(usize::MAX);
 
 /// `asyncio.Future`, `asyncio.Task`, and the keyword-name tuples the loop calls them (and task
 /// factories) with.

@@ -121,7 +121,6 @@ pub(crate) fn read_bytes<'py, T>(
 /// or after its loop closed) is then finalized at once, closing its fd, as the stdlib's is,
 /// not when the garbage collector gets to a cycle. (A stream transport stays in a cycle with
 /// its core, as the stdlib's stream transport is with its own bound read callback.)
-#[derive(Default)]
 pub(crate) struct TransportRef(Option<Py<PyWeakrefReference>>);
 
 impl TransportRef {

@@ -28,20 +28,22 @@ use crate::{errors, sys};
 /// After this many writes to a lost pipe, each further one logs a warning.
 const LOST_WRITES_LOGGED_FROM: u32 = 5;
 
-/// Registers (or unregisters) `method` (of `slf`) as the fd's reader or writer, called with
-/// `args`: the transport (see `TransportRef`).
-fn set_polling(
-    slf: &Bound<'_, PyAny>,
+/// Registers (or unregisters) `method` (of `slf`) as the fd's reader or writer, called with the
+/// transport (see `TransportRef`; taken with no borrow held while registering, which may run a
+/// displaced handle's finalizers).
+fn set_polling<'py>(
+    slf: &Bound<'py, PyAny>,
     event_loop: &Py<LoopCore>,
     fd: RawFd,
-    method: Option<(&Bound<'_, PyString>, Bound<'_, PyTuple>)>,
+    method: Option<&Bound<'py, PyString>>,
+    transport: impl FnOnce() -> PyResult<Bound<'py, PyTuple>>,
     write: bool,
 ) -> PyResult<()> {
     let py = slf.py();
     let event_loop = event_loop.bind(py);
     match method {
-        Some((name, args)) => {
-            LoopCore::fd_handle(event_loop, fd, slf.getattr(name)?, args, write)?;
+        Some(name) => {
+            LoopCore::fd_handle(event_loop, fd, slf.getattr(name)?, transport()?, write)?;
         }
         None => {
             LoopCore::fd_remove(event_loop, fd, write)?;
@@ -92,15 +94,11 @@ pub struct ReadPipeCore {
 impl ReadPipeCore {
     fn poll(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
         let core = slf.get();
-        let method = match on {
-            true => Some((
-                intern!(slf.py(), "_read_ready"),
-                core.st.borrow_mut(slf.py()).transport.handle_args(slf.py())?,
-            )),
-            false => None,
-        };
-        set_polling(slf.as_any(), &core.event_loop, core.fd, method, false)?;
-        core.st.borrow_mut(slf.py()).polling = on;
+        let py = slf.py();
+        let method = on.then(|| intern!(py, "_read_ready"));
+        let transport = || core.st.borrow_mut(py).transport.handle_args(py);
+        set_polling(slf.as_any(), &core.event_loop, core.fd, method, transport, false)?;
+        core.st.borrow_mut(py).polling = on;
         Ok(())
     }
 }
@@ -296,29 +294,21 @@ impl WritePipeCore {
 
     fn watch(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
         let core = slf.get();
-        let method = match on {
-            true => Some((
-                intern!(slf.py(), "_peer_closed"),
-                core.st.borrow_mut(slf.py()).transport.handle_args(slf.py())?,
-            )),
-            false => None,
-        };
-        set_polling(slf.as_any(), &core.event_loop, core.fd, method, false)?;
-        core.st.borrow_mut(slf.py()).watching = on;
+        let py = slf.py();
+        let method = on.then(|| intern!(py, "_peer_closed"));
+        let transport = || core.st.borrow_mut(py).transport.handle_args(py);
+        set_polling(slf.as_any(), &core.event_loop, core.fd, method, transport, false)?;
+        core.st.borrow_mut(py).watching = on;
         Ok(())
     }
 
     fn poll_write(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
         let core = slf.get();
-        let method = match on {
-            true => Some((
-                intern!(slf.py(), "_write_ready"),
-                core.st.borrow_mut(slf.py()).transport.handle_args(slf.py())?,
-            )),
-            false => None,
-        };
-        set_polling(slf.as_any(), &core.event_loop, core.fd, method, true)?;
-        core.st.borrow_mut(slf.py()).writing = on;
+        let py = slf.py();
+        let method = on.then(|| intern!(py, "_write_ready"));
+        let transport = || core.st.borrow_mut(py).transport.handle_args(py);
+        set_polling(slf.as_any(), &core.event_loop, core.fd, method, transport, true)?;
+        core.st.borrow_mut(py).writing = on;
         Ok(())
     }
 
